@@ -1,0 +1,15 @@
+"""medflip: fast medical vision-language pre-training (MedFLIP)."""
+
+from medflip.observations import COMPETITION_TASKS, OBSERVATIONS
+
+__version__ = "0.1.0"
+__all__ = ["OBSERVATIONS", "COMPETITION_TASKS", "MedFLIP", "__version__"]
+
+
+def __getattr__(name: str):
+    # Lazy: `import medflip` must not pay for torch + transformers (the CLI's --help stays fast).
+    if name == "MedFLIP":
+        from medflip.model.medflip import MedFLIP
+
+        return MedFLIP
+    raise AttributeError(name)

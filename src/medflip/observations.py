@@ -1,0 +1,59 @@
+"""The 14 CheXpert observations and the label-vector conventions shared by every module.
+
+Label values everywhere: 1 positive, 0 negative, -1 uncertain, None / NaN not mentioned.
+A *label vector* (what the losses see) is float [K] in {0, 1}: not-mentioned -> 0, and uncertain
+mapped by the policy: "positive" (default, SPEC §3), "negative", or "ignore" (-> 0, like absent).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+OBSERVATIONS: tuple[str, ...] = (
+    "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Opacity",
+    "Lung Lesion",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
+)
+NUM_OBSERVATIONS = len(OBSERVATIONS)
+COMPETITION_TASKS: tuple[str, ...] = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
+UNCERTAIN_POLICIES = ("positive", "negative", "ignore")
+
+
+def _is_missing(v: object) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def to_label_vector(values: Sequence[object], uncertain: str = "positive") -> np.ndarray:
+    """Map 14 raw values (1 / 0 / -1 / None / NaN) to a float32 {0,1} vector [K]."""
+    if uncertain not in UNCERTAIN_POLICIES:
+        raise ValueError(f"uncertain policy must be one of {UNCERTAIN_POLICIES}, got {uncertain!r}")
+    if len(values) != NUM_OBSERVATIONS:
+        raise ValueError(f"expected {NUM_OBSERVATIONS} label values, got {len(values)}")
+    out = np.zeros(NUM_OBSERVATIONS, dtype=np.float32)
+    for k, v in enumerate(values):
+        if _is_missing(v):
+            continue
+        v = int(v)
+        if v == 1 or (v == -1 and uncertain == "positive"):
+            out[k] = 1.0
+    return out
+
+
+def label_matrix(rows: Iterable[Sequence[object]], uncertain: str = "positive") -> np.ndarray:
+    """Stack label vectors: [N, K] float32."""
+    vecs = [to_label_vector(r, uncertain) for r in rows]
+    return np.stack(vecs) if vecs else np.zeros((0, NUM_OBSERVATIONS), dtype=np.float32)
