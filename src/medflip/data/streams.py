@@ -1,0 +1,137 @@
+"""Decoupled image and text streams (SPEC §1) and the batches the trainer consumes.
+
+MedCLIP's insight: images and texts need not be paired, because positives are defined by label
+similarity. So a batch is N images (from an image collection, with label vectors) and N texts (from a
+text corpus, with label vectors), drawn independently; paired data (an image with its own report) is
+the special case `paired=True`.
+
+Everything a batch contains is a pure function of (seed, step): image order is a seeded permutation
+per epoch, text draws and augmentation use generators seeded with (seed, step). So resuming at step s
+reproduces the exact batches of an uninterrupted run, and the data position in a checkpoint is the step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from medflip.data.augment import AugmentConfig, augment_batch, normalize
+
+
+@dataclass
+class TextCorpus:
+    """Reports split into sentences, with labels per sentence and per report.
+
+    sentences[r]: the sentences of report r; sentence_labels[r]: float32 [S_r, K]; report_labels: [R, K].
+    """
+
+    reports: list[str]
+    sentences: list[list[str]]
+    sentence_labels: list[np.ndarray]
+    report_labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.reports)
+
+    @classmethod
+    def from_reports(cls, reports: list[str], uncertain: str = "positive", min_chars: int = 3) -> TextCorpus:
+        """Label `reports` with medflip's report labeler (report- and sentence-level)."""
+        from medflip.labeler import label_report
+
+        sentences, sent_labels, rep_labels = [], [], []
+        for text in reports:
+            result = label_report(text)
+            kept = [s for s in result.sentences if len(s.text.strip()) >= min_chars]
+            if not kept:  # keep row alignment with the images: fall back to the whole report
+                sentences.append([text or ""])
+                sent_labels.append(result.vector(uncertain)[None])
+            else:
+                sentences.append([s.text for s in kept])
+                sent_labels.append(np.stack([s.vector(uncertain) for s in kept]).astype(np.float32))
+            rep_labels.append(result.vector(uncertain))
+        return cls(list(reports), sentences, sent_labels, np.stack(rep_labels).astype(np.float32))
+
+    def draw(self, report_ids: np.ndarray, rng: np.random.Generator, mode: str) -> tuple[list[str], np.ndarray]:
+        """mode "sentence": one random sentence of each report (sentence labels); "report": the whole report."""
+        if mode == "report":
+            return [self.reports[r] for r in report_ids], self.report_labels[report_ids]
+        if mode != "sentence":
+            raise ValueError(f"text mode must be 'sentence' or 'report', got {mode!r}")
+        texts, labels = [], []
+        for r in report_ids:
+            k = rng.integers(len(self.sentences[r]))
+            texts.append(self.sentences[r][k])
+            labels.append(self.sentence_labels[r][k])
+        return texts, np.stack(labels)
+
+
+@dataclass
+class Batch:
+    images: torch.Tensor  # [N, 1, S, S] float, normalised (augmented when training)
+    image_labels: torch.Tensor  # [N, K]
+    texts: list[str]  # N strings
+    text_labels: torch.Tensor  # [N, K]
+    image_index: np.ndarray  # [N] rows of the image collection
+
+
+class DecoupledBatches:
+    """Seeded, resumable batches: `batch(step)` is deterministic in (seed, step)."""
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        image_labels: np.ndarray,
+        corpus: TextCorpus,
+        batch_size: int,
+        image_size: int,
+        seed: int = 0,
+        paired: bool = False,
+        text_mode: str = "sentence",
+        augment: AugmentConfig | None = None,
+        device: torch.device | str = "cpu",
+    ):
+        if len(images) != len(image_labels):
+            raise ValueError(f"{len(images)} images but {len(image_labels)} label rows")
+        if paired and len(corpus) != len(images):
+            raise ValueError(f"paired mode needs one report per image: {len(images)} images, {len(corpus)} reports")
+        if min(len(images), len(corpus)) < batch_size:
+            raise ValueError(
+                f"batch_size {batch_size} is larger than the data: {len(images)} images, {len(corpus)} reports"
+            )
+        self.images, self.image_labels, self.corpus = images, image_labels.astype(np.float32), corpus
+        self.batch_size, self.image_size, self.seed = batch_size, image_size, seed
+        self.paired, self.text_mode, self.augment = paired, text_mode, augment
+        self.device = torch.device(device)
+        self.batches_per_epoch = len(images) // batch_size  # drop the ragged last batch
+
+    def epoch_of(self, step: int) -> int:
+        return step // self.batches_per_epoch
+
+    def _indices(self, step: int, n: int, stream: int) -> np.ndarray:
+        per_epoch = n // self.batch_size
+        epoch, k = divmod(step, per_epoch)
+        order = np.random.default_rng([self.seed, stream, epoch]).permutation(n)
+        return order[k * self.batch_size : (k + 1) * self.batch_size]
+
+    def batch(self, step: int) -> Batch:
+        idx = self._indices(step, len(self.images), stream=0)
+        # Sorted reads are friendlier to a memory-mapped cache; order inside a batch does not matter.
+        idx = np.sort(idx)
+        rng = np.random.default_rng([self.seed, 2, step])
+        report_ids = idx if self.paired else self._indices(step, len(self.corpus), stream=1)
+        texts, text_labels = self.corpus.draw(report_ids, rng, self.text_mode)
+        u8 = torch.from_numpy(np.ascontiguousarray(self.images[idx])).unsqueeze(1).to(self.device)
+        if self.augment is not None:
+            gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+            x = augment_batch(u8, self.image_size, gen, self.augment)
+        else:
+            x = normalize(u8, self.image_size)
+        return Batch(
+            images=x,
+            image_labels=torch.from_numpy(self.image_labels[idx]),
+            texts=texts,
+            text_labels=torch.from_numpy(np.asarray(text_labels, dtype=np.float32)),
+            image_index=idx,
+        )

@@ -1,0 +1,68 @@
+"""Semantic soft targets and the contrastive terms of MedFLIP (SPEC §3, paper Eq. 1-5 and 7).
+
+Every function takes features and label vectors only (already all-gathered under DDP), nothing about
+the model or the data, so the same code serves one process and many.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def label_similarity(image_labels: torch.Tensor, text_labels: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Cosine similarity of label vectors: [N, K], [M, K] -> s [N, M] in [0, 1].
+
+    An all-zero label vector has similarity 0 to everything (its norm is clamped by eps, not divided by 0).
+    """
+    a = image_labels.float()
+    b = text_labels.float()
+    a = a / a.norm(dim=-1, keepdim=True).clamp(min=eps)
+    b = b / b.norm(dim=-1, keepdim=True).clamp(min=eps)
+    return a @ b.t()
+
+
+def soft_targets(
+    image_labels: torch.Tensor | None, text_labels: torch.Tensor | None, tau_s: float, n: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Returns (s [N, M], y [N, M] rows sum to 1 over texts, y' [M, N] rows sum to 1 over images).
+
+    y_ij = softmax_j(s_ij / tau_s), y'_ji = softmax_i(s_ij / tau_s). Without labels (paired data) the
+    targets are the identity: CLIP's one-hot targets, and s = I.
+    """
+    if image_labels is None or text_labels is None:
+        if n is None:
+            raise ValueError("identity targets need the batch size n")
+        eye = torch.eye(n)
+        return eye, eye, eye
+    s = label_similarity(image_labels, text_labels)
+    y = F.softmax(s / tau_s, dim=1)
+    y_t = F.softmax(s.t() / tau_s, dim=1)
+    return s, y, y_t
+
+
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """mean_i  -sum_j targets_ij * log_softmax_j(logits_ij)."""
+    return -(targets * F.log_softmax(logits.float(), dim=1)).sum(1).mean()
+
+
+def semantic_matching_loss(logits: torch.Tensor, y: torch.Tensor, y_t: torch.Tensor) -> torch.Tensor:
+    """L_sm = 1/2 [CE(y, softmax_j z) + CE(y', softmax_i z)]. logits z: [N, M]."""
+    return 0.5 * (soft_cross_entropy(logits, y) + soft_cross_entropy(logits.t(), y_t))
+
+
+def negative_suppression_loss(logits: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """L_neg = -1/N sum_i sum_{j != i} (1 - s_ij) log(1 - yhat_ij), yhat = softmax_j(z).
+
+    The printed Eq. 7 has the opposite sign, which would pull negatives together (SPEC §7.1). Weighting by
+    label dissimilarity (1 - s) leaves false negatives (same findings, different study) alone.
+    p is clamped at 1 - 1e-6 so log(1 - p) stays finite when a logit dominates its row.
+    """
+    z = logits.float()
+    n, m = z.shape
+    p = F.softmax(z, dim=1)
+    log_one_minus_p = torch.log1p(-p.clamp(max=1 - 1e-6))
+    weight = (1.0 - s.to(z.device).float()).clamp(min=0.0)
+    if n == m:
+        weight = weight * (1.0 - torch.eye(n, device=z.device))
+    return -(weight * log_one_minus_p).sum() / n

