@@ -1,0 +1,196 @@
+"""Load the labeler's rule files and compile them into one regular expression.
+
+Why one regex: the labeler must label hundreds of thousands of reports in seconds. Every phrase of every kind
+(mentions, exclusions, attribute subjects and qualifiers, negation / uncertainty triggers, terminators) is put in
+a character trie and emitted as a single nested alternation, so CPython's C regex engine finds all of them in one
+left-to-right pass per report; Python code then only touches the handful of matches. The trie also makes the
+longest phrase win at each position ("no evidence of" beats "no", "pericardial effusion" beats nothing and hides
+"effusion").
+
+Rule files live in `medflip/labeler/rules/`: `observations.yaml` (one block per observation) and `triggers.tsv`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import NamedTuple
+
+import yaml
+
+from medflip.errors import UserError
+from medflip.observations import OBSERVATIONS
+
+OTHER_FINDING = "Other Finding"
+#: Index space of the engine: the 14 observations, then the pseudo-observation that only blocks No Finding.
+ALL_OBSERVATIONS: tuple[str, ...] = (*OBSERVATIONS, OTHER_FINDING)
+OTHER_INDEX = len(OBSERVATIONS)
+
+MENTION, EXCLUSION, SUBJECT, QUALIFIER = "mention", "exclusion", "subject", "qualifier"
+NEG_PRE, NEG_POST, UNC_PRE, UNC_POST = "negation_pre", "negation_post", "uncertainty_pre", "uncertainty_post"
+PSEUDO, TERMINATE = "pseudo", "terminate"
+TRIGGER_KINDS = (NEG_PRE, NEG_POST, UNC_PRE, UNC_POST, PSEUDO, TERMINATE)
+QUALIFIER_VALUES = {"abnormal": 1, "borderline": -1, "normal": 0}
+
+_PHRASE_OK = re.compile(r"^[a-z0-9]+\*?(?: [a-z0-9]+\*?)*$")
+
+
+class Role(NamedTuple):
+    """What a matched phrase means. `target` is an observation index (mentions / exclusions), an attribute
+    group index (subjects), or -1 (triggers, qualifiers)."""
+
+    kind: str
+    target: int
+    phrase: str
+
+
+@dataclass(frozen=True)
+class AttributeGroup:
+    """Neutral subjects of one observation plus the qualifier words that give them a value."""
+
+    observation: int
+    qualifier_values: dict[str, int]  # qualifier phrase -> 1 / -1 / 0
+
+
+@dataclass
+class CompiledRules:
+    """Everything the engine needs: the scanning regex and the phrase -> roles tables."""
+
+    pattern: re.Pattern[str]
+    exact: dict[str, tuple[Role, ...]]
+    wildcard: list[tuple[re.Pattern[str], tuple[Role, ...]]]
+    groups: list[AttributeGroup]
+    _memo: dict[str, tuple[Role, ...]] = field(default_factory=dict)
+
+    def roles(self, matched: str) -> tuple[Role, ...]:
+        """Roles of a matched phrase (memoised: the same few hundred strings recur in every report)."""
+        found = self._memo.get(matched)
+        if found is not None:
+            return found
+        key = " ".join(matched.split())
+        found = self.exact.get(key)
+        if found is None:
+            found = ()
+            for regex, roles in self.wildcard:
+                if regex.fullmatch(key):
+                    found = roles
+                    break
+        if len(self._memo) < 200_000:
+            self._memo[matched] = found
+        return found
+
+
+def rules_dir() -> Path:
+    return Path(str(resources.files("medflip.labeler") / "rules"))
+
+
+def _check_phrase(phrase: object, where: str) -> str:
+    if not isinstance(phrase, str):
+        raise UserError(f"{where}: phrase must be a string, got {phrase!r}")
+    text = " ".join(phrase.lower().split())
+    if not _PHRASE_OK.match(text):
+        raise UserError(f"{where}: bad phrase {phrase!r} (lower-case words of a-z 0-9, optional trailing *)")
+    return text
+
+
+def load_trigger_table(path: Path) -> list[tuple[str, str]]:
+    """(phrase, kind) rows of triggers.tsv; '#' starts a comment line."""
+    rows = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        cells = line.split("\t")
+        if len(cells) < 2 or cells[1].strip() not in TRIGGER_KINDS:
+            raise UserError(f"{path}:{lineno}: expected 'phrase<TAB>kind' with kind in {TRIGGER_KINDS}")
+        kind = TRIGGER_KINDS[TRIGGER_KINDS.index(cells[1].strip())]  # the constant itself: the engine uses `is`
+        rows.append((_check_phrase(cells[0], f"{path}:{lineno}"), kind))
+    return rows
+
+
+def load_observation_rules(path: Path) -> tuple[list[Role], list[AttributeGroup]]:
+    """Mention / exclusion / subject / qualifier roles from observations.yaml."""
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    unknown = set(data) - set(ALL_OBSERVATIONS)
+    if unknown:
+        raise UserError(f"{path}: unknown observation(s) {sorted(unknown)}; names must match SPEC §1")
+    roles: list[Role] = []
+    groups: list[AttributeGroup] = []
+    for name, block in data.items():
+        index = ALL_OBSERVATIONS.index(name)
+        block = block or {}
+        for phrase in block.get("mentions") or []:
+            roles.append(Role(MENTION, index, _check_phrase(phrase, f"{path}:{name}")))
+        for phrase in block.get("exclusions") or []:
+            roles.append(Role(EXCLUSION, index, _check_phrase(phrase, f"{path}:{name}")))
+        for attribute in block.get("attributes") or []:
+            values: dict[str, int] = {}
+            for level, value in QUALIFIER_VALUES.items():
+                for phrase in attribute.get(level) or []:
+                    word = _check_phrase(phrase, f"{path}:{name}:{level}")
+                    values[word] = value
+                    roles.append(Role(QUALIFIER, -1, word))
+            group_index = len(groups)
+            groups.append(AttributeGroup(index, values))
+            for phrase in attribute.get("subjects") or []:
+                roles.append(Role(SUBJECT, group_index, _check_phrase(phrase, f"{path}:{name}:subjects")))
+    return roles, groups
+
+
+def _trie_regex(phrases: list[str]) -> str:
+    """Nested alternation over `phrases`; at each node longer continuations are tried first."""
+    trie: dict = {}
+    for phrase in phrases:
+        node = trie
+        for unit in re.findall(r"[a-z0-9]|\*| ", phrase):
+            node = node.setdefault(unit, {})
+        node[""] = True
+
+    def emit(node: dict) -> str:
+        terminal = "" in node
+        units = sorted((u for u in node if u), key=lambda u: (u == "*", u == " ", u))
+        alternatives = []
+        for unit in units:
+            token = {"*": "[a-z0-9]*", " ": r"\s+"}.get(unit, unit)
+            alternatives.append(token + emit(node[unit]))
+        if not alternatives:
+            return ""
+        body = alternatives[0] if len(alternatives) == 1 else "(?:" + "|".join(alternatives) + ")"
+        if terminal:
+            return "(?:" + body + ")?"
+        return body
+
+    return emit(trie)
+
+
+def compile_rules(directory: Path | None = None) -> CompiledRules:
+    """Read and validate the rule files, then build the scanning regex and lookup tables."""
+    directory = Path(directory) if directory is not None else rules_dir()
+    roles, groups = load_observation_rules(directory / "observations.yaml")
+    roles += [Role(kind, -1, phrase) for phrase, kind in load_trigger_table(directory / "triggers.tsv")]
+    by_phrase: dict[str, list[Role]] = {}
+    for role in roles:
+        bucket = by_phrase.setdefault(role.phrase, [])
+        if role not in bucket:
+            bucket.append(role)
+    for phrase, bucket in by_phrase.items():
+        trigger_kinds = {r.kind for r in bucket if r.kind in TRIGGER_KINDS}
+        if len(trigger_kinds) > 1 or (trigger_kinds and len(bucket) > 1):
+            raise UserError(f"rules: phrase {phrase!r} has conflicting roles {[r.kind for r in bucket]}")
+    exact = {p: tuple(b) for p, b in by_phrase.items() if "*" not in p}
+    wildcard = [
+        (re.compile(re.escape(p).replace(r"\*", "[a-z0-9]*").replace(r"\ ", " ")), tuple(b))
+        for p, b in sorted(by_phrase.items(), key=lambda item: -len(item[0]))
+        if "*" in p
+    ]
+    trie = _trie_regex(sorted(by_phrase))
+    pattern = re.compile(r"(?P<brk>[.!?]+(?=\s|$)|\n[ \t]*\n)|(?P<cl>[;:])|\b(?P<ph>" + trie + r")\b")
+    return CompiledRules(pattern=pattern, exact=exact, wildcard=wildcard, groups=groups)
+
+
+@lru_cache(maxsize=1)
+def default_rules() -> CompiledRules:
+    """The packaged rules, compiled once per process."""
+    return compile_rules()
