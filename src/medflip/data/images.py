@@ -18,6 +18,7 @@ DICOM transfer syntax, missing), which the cache builder either raises or writes
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -98,13 +99,15 @@ def _read_dicom(path: str) -> np.ndarray:
         import pydicom
         from pydicom.errors import InvalidDicomError
 
-        try:
-            ds = pydicom.dcmread(path)
-        except InvalidDicomError:
-            ds = pydicom.dcmread(path, force=True)
-        if "PixelData" not in ds:
-            raise ImageReadError(path, "DICOM file has no pixel data")
-        return dicom_to_uint8(ds)
+        with warnings.catch_warnings():  # vendor quirks warn per file; real failures raise below
+            warnings.simplefilter("ignore")
+            try:
+                ds = pydicom.dcmread(path)
+            except InvalidDicomError:
+                ds = pydicom.dcmread(path, force=True)
+            if "PixelData" not in ds:
+                raise ImageReadError(path, "DICOM file has no pixel data")
+            return dicom_to_uint8(ds)
     except ImageReadError:
         raise
     except FileNotFoundError as e:
