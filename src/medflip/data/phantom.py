@@ -70,7 +70,7 @@ def _tree_texture(size: int, rng: np.random.Generator) -> np.ndarray:
     ok = (ix >= 0) & (ix < size) & (iy >= 0) & (iy < size)
     img = np.zeros((size, size))
     np.add.at(img, (iy[ok], ix[ok]), w[ok])
-    img = _gauss_blur(np.minimum(img, 2.0), 0.55 * size / 128)
+    img = _gauss_blur(np.minimum(img, 1.0), 0.6 * size / 128)
     return (img / np.percentile(img[img > 0], 99)).clip(0, 1.2).astype(_F)
 
 
@@ -212,7 +212,7 @@ def render_phantom(labels: np.ndarray, rng: np.random.Generator, size: int = 128
     tree = tree if rng.random() < 0.5 else tree[:, ::-1]
     rh = np.sqrt((ax_ - 0.22) ** 2 + (y + 0.05) ** 2)
     markings = tree * np.clip(1.3 - rh / 0.8, 0.35, 1.0) + 0.12 * _pick_noise(bank, rng) ** 2
-    vessel_gain = u(0.2, 0.26)
+    vessel_gain = u(0.15, 0.21)
     hilum = np.exp(-(((ax_ - 0.2) / 0.07) ** 2) - ((y + 0.03) / 0.12) ** 2) * 0.12
 
     # --- bones: ribs (posterior + faint anterior), clavicles, spine ---
