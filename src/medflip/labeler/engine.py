@@ -32,6 +32,7 @@ NO_FINDING = 0
 SUPPORT_DEVICES = OBSERVATIONS.index("Support Devices")
 _N = len(R.ALL_OBSERVATIONS)
 _RANK = {None: 0, 0: 1, -1: 2, 1: 3}  # positive beats uncertain beats negative beats not mentioned
+_COMMA = "comma"
 _NON_TEXT = re.compile(r"[^a-z0-9.;:!?,\n]")
 _LETTER = re.compile(r"[a-z]")
 _MAX_CHARS = 2_000_000  # longer inputs are cut: labelling is linear, this only bounds memory and time
@@ -42,7 +43,7 @@ class Evidence:
     """Why an observation got its value: the matched phrase and the trigger / qualifier that set it."""
 
     observation: str
-    value: int
+    value: int | None  # None: a hypothetical mention ("evaluate for pneumonia"), not counted
     phrase: str
     trigger: str | None
     start: int  # offsets of the phrase in the report text
@@ -102,21 +103,30 @@ def coerce_text(text: object) -> str:
 
 
 def _resolve(events: list, groups: list[R.AttributeGroup], out: list, detail: list | None) -> None:
-    """Give each mention / qualified subject of one sentence its value (see the module docstring)."""
+    """Give each mention / qualified subject of one sentence its value (see the module docstring).
+
+    events: (start, end, kind, target, phrase) in text order. Lists are a few items long, so the nested loops
+    here are cheap; nothing iterates over the rule phrases.
+    """
     triggers = []
-    stops = []
+    stops = []  # clause breaks and terminators: end every trigger's scope
+    commas = []  # also end a subject's link to a qualifier ("heart size, enlarged aorta")
     quals = []
     for ev in events:
         kind = ev[2]
         if kind is R.TERMINATE:
             stops.append(ev[0])
+        elif kind is _COMMA:
+            commas.append(ev[0])
         elif kind is R.QUALIFIER:
             quals.append(ev)
-        elif kind is not R.MENTION and kind is not R.SUBJECT:
+        elif kind in R.FORWARD or kind in R.BACKWARD:
             triggers.append(ev)
+            if kind in R.BACKWARD:  # "X is not seen" also says "normal" to a subject ("hila are not enlarged")
+                quals.append(ev)
 
-    def blocked(a: int, b: int) -> bool:
-        for s in stops:
+    def crosses(a: int, b: int, positions: list) -> bool:
+        for s in positions:
             if a <= s < b:
                 return True
         return False
@@ -130,15 +140,14 @@ def _resolve(events: list, groups: list[R.AttributeGroup], out: list, detail: li
             group = groups[ev[3]]
             best = None
             for q in quals:
-                v = group.qualifier_values.get(q[4])
+                v = 0 if q[2] is not R.QUALIFIER else group.qualifier_values.get(q[4])
                 if v is None:
                     continue
                 lo, hi = (ev[1], q[0]) if q[0] >= ev[1] else (q[1], ev[0])
-                if hi < lo or blocked(lo, hi):
+                if hi < lo or crosses(lo, hi, stops) or crosses(lo, hi, commas):
                     continue
-                dist = hi - lo
-                if best is None or dist < best[0]:
-                    best = (dist, q, v)
+                if best is None or hi - lo < best[0]:
+                    best = (hi - lo, q, v)
             if best is None:
                 continue
             _, q, value = best
@@ -150,25 +159,20 @@ def _resolve(events: list, groups: list[R.AttributeGroup], out: list, detail: li
         if value != 0:
             nearest = None
             for t in triggers:
-                tkind = t[2]
-                if tkind is R.NEG_PRE or tkind is R.UNC_PRE:
-                    if t[1] > last or blocked(t[1], last):
-                        continue
+                dist = None
+                if t[2] in R.FORWARD and t[1] <= last and not crosses(t[1], last, stops):
                     dist = first - t[1] if t[1] <= first else 0
-                elif tkind is R.NEG_POST or tkind is R.UNC_POST:
-                    if t[0] < anchor_end or blocked(anchor_end, t[0]):
-                        continue
+                if t[2] in R.BACKWARD and t[0] >= anchor_end and not crosses(anchor_end, t[0], stops):
                     dist = t[0] - anchor_end
-                else:
-                    continue
-                if nearest is None or dist < nearest[0]:
+                if dist is not None and (nearest is None or dist < nearest[0]):
                     nearest = (dist, t)
             if nearest is not None:
                 t = nearest[1]
-                value = 0 if t[2] is R.NEG_PRE or t[2] is R.NEG_POST else -1
+                tvalue = R.TRIGGER_VALUE[t[2]]
+                value = tvalue if tvalue != -1 or value == 1 else value
                 cause = t[4]
         obs = ev[3] if kind is R.MENTION else groups[ev[3]].observation
-        if _RANK[value] > _RANK[out[obs]]:
+        if value is not None and _RANK[value] > _RANK[out[obs]]:
             out[obs] = value
         if detail is not None:
             detail.append((obs, value, ev[0], ev[1], cause))
@@ -214,6 +218,8 @@ def _scan(text: str, rules: R.CompiledRules, want_detail: bool) -> tuple[list, l
             for role in roles_of(m.group()):
                 if role.kind is not R.EXCLUSION:
                     events.append((start, end, role.kind, role.target, role.phrase))
+        elif group == "cm":
+            events.append((m.start(), m.end(), _COMMA, -1, ","))
         elif group == "cl":
             events.append((m.start(), m.end(), R.TERMINATE, -1, ";"))
         elif _LETTER.search(norm, sent_start, m.start()) is not None:  # "1." alone joins the next sentence
@@ -243,7 +249,7 @@ def split_sentences(text: object) -> list[str]:
     return [s.text for s in label_report(text).sentences]
 
 
-def _evidence(text: str, obs: int, value: int, start: int, end: int, cause: str | None) -> Evidence:
+def _evidence(text: str, obs: int, value: int | None, start: int, end: int, cause: str | None) -> Evidence:
     return Evidence(R.ALL_OBSERVATIONS[obs], value, text[start:end], cause, start, end)
 
 

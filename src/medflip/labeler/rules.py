@@ -30,9 +30,16 @@ ALL_OBSERVATIONS: tuple[str, ...] = (*OBSERVATIONS, OTHER_FINDING)
 OTHER_INDEX = len(OBSERVATIONS)
 
 MENTION, EXCLUSION, SUBJECT, QUALIFIER = "mention", "exclusion", "subject", "qualifier"
-NEG_PRE, NEG_POST, UNC_PRE, UNC_POST = "negation_pre", "negation_post", "uncertainty_pre", "uncertainty_post"
-PSEUDO, TERMINATE = "pseudo", "terminate"
-TRIGGER_KINDS = (NEG_PRE, NEG_POST, UNC_PRE, UNC_POST, PSEUDO, TERMINATE)
+NEG_PRE, NEG_POST, NEG_BOTH = "negation_pre", "negation_post", "negation_both"
+UNC_PRE, UNC_POST, UNC_BOTH = "uncertainty_pre", "uncertainty_post", "uncertainty_both"
+HYPO_PRE, PSEUDO, TERMINATE = "hypothetical_pre", "pseudo", "terminate"
+TRIGGER_KINDS = (NEG_PRE, NEG_POST, NEG_BOTH, UNC_PRE, UNC_POST, UNC_BOTH, HYPO_PRE, PSEUDO, TERMINATE)
+#: Which triggers reach forward / backward, and the value they give a mention in their scope.
+FORWARD = frozenset({NEG_PRE, NEG_BOTH, UNC_PRE, UNC_BOTH, HYPO_PRE})
+BACKWARD = frozenset({NEG_POST, NEG_BOTH, UNC_POST, UNC_BOTH})
+TRIGGER_VALUE: dict[str, int | None] = {
+    NEG_PRE: 0, NEG_POST: 0, NEG_BOTH: 0, UNC_PRE: -1, UNC_POST: -1, UNC_BOTH: -1, HYPO_PRE: None
+}
 QUALIFIER_VALUES = {"abnormal": 1, "borderline": -1, "normal": 0}
 
 _PHRASE_OK = re.compile(r"^[a-z0-9]+\*?(?: [a-z0-9]+\*?)*$")
@@ -186,7 +193,7 @@ def compile_rules(directory: Path | None = None) -> CompiledRules:
         if "*" in p
     ]
     trie = _trie_regex(sorted(by_phrase))
-    pattern = re.compile(r"(?P<brk>[.!?]+(?=\s|$)|\n[ \t]*\n)|(?P<cl>[;:])|\b(?P<ph>" + trie + r")\b")
+    pattern = re.compile(r"(?P<brk>[.!?]+(?=\s|$)|\n[ \t]*\n)|(?P<cl>[;:])|(?P<cm>,)|\b(?P<ph>" + trie + r")\b")
     return CompiledRules(pattern=pattern, exact=exact, wildcard=wildcard, groups=groups)
 
 
