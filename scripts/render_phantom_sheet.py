@@ -38,7 +38,7 @@ def main() -> None:
             ax.set_yticks([])
         axes[k, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
     fig.suptitle(f"medflip synthetic phantoms ({args.size}px) - demonstration only, not medical data")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
     fig.savefig(args.out, dpi=80)
     print(f"wrote {args.out}")
 

@@ -156,7 +156,7 @@ def render_phantom(labels: np.ndarray, rng: np.random.Generator, size: int = 128
     edge = 1.6 * px
     # Exposure and noise are drawn first, from their own stream, so the same rng state renders the
     # same "patient" whatever the findings are (the tests compare such pairs pixel by pixel).
-    expo = (u(0.95, 1.2), u(0.0, 0.08), u(-0.05, 0.05), u(-0.03, 0.03), u(0.9, 1.4), u(0.0, 0.6))
+    expo = (u(0.95, 1.2), u(0.0, 0.08), u(-0.05, 0.05), u(-0.03, 0.03), u(0.8, 1.25), u(0.0, 0.6))
     expo += (u(0.008, 0.03), np.random.default_rng(rng.integers(2**63)))
 
     # --- patient position: small rotation, shift and magnification (applied to the grid) ---
@@ -212,7 +212,7 @@ def render_phantom(labels: np.ndarray, rng: np.random.Generator, size: int = 128
     tree = tree if rng.random() < 0.5 else tree[:, ::-1]
     rh = np.sqrt((ax_ - 0.22) ** 2 + (y + 0.05) ** 2)
     markings = tree * np.clip(1.3 - rh / 0.8, 0.35, 1.0) + 0.12 * _pick_noise(bank, rng) ** 2
-    vessel_gain = u(0.15, 0.21)
+    vessel_gain = u(0.12, 0.17)
     hilum = np.exp(-(((ax_ - 0.2) / 0.07) ** 2) - ((y + 0.03) / 0.12) ** 2) * 0.12
 
     # --- bones: ribs (posterior + faint anterior), clavicles, spine ---
@@ -223,11 +223,11 @@ def render_phantom(labels: np.ndarray, rng: np.random.Generator, size: int = 128
     if has["Fracture"]:
         k = rng.integers(2, 6)  # which rib (counting down from the top of the cage)
         uk = (k - phase / (2 * np.pi)) * spacing
-        side, xf = int(rng.choice([-1, 1])), u(0.4, 0.7)
+        side, xf = int(rng.choice([-1, 1])), u(0.28, 0.5)
         near = (np.abs(urib - uk + 0.6) < 0.5 * spacing) & (s_x := (side * x > 0))
-        step = u(0.05, 0.08) * (1 if rng.random() < 0.5 else -1)
+        step = u(0.03, 0.045) * (1 if rng.random() < 0.5 else -1)
         urib = np.where(near & (s_x * ax_ > xf), urib + step, urib)
-        rib_gap = 1.0 - near * _soft(0.025 - np.abs(ax_ - xf), px)
+        rib_gap = 1.0 - near * _soft(0.03 - np.abs(ax_ - xf), px)
         rib_fx = True
     band = np.cos(2 * np.pi * (urib + 0.6) / spacing + phase)
     ribs = _soft(band - 0.25, 0.35) * (1.0 - 0.5 * _soft(band - 0.75, 0.2))  # brighter cortex
@@ -235,7 +235,7 @@ def render_phantom(labels: np.ndarray, rng: np.random.Generator, size: int = 128
     if rib_fx:
         ribs = ribs * rib_gap
     aribs = _soft(np.cos(2 * np.pi * (y - 0.5 * ax_ + 0.3 * ax_**2) / (spacing * 1.3) + phase) - 0.6, 0.3)
-    bones = 0.075 * ribs + 0.04 * aribs * cage
+    bones = 0.13 * ribs + 0.04 * aribs * cage
     for s in (-1, 1):
         bones = bones + 0.22 * _segment(
             x, y, s * 0.08, -0.74 + u(-0.03, 0.03), s * u(0.55, 0.7), -0.86 + u(-0.05, 0.05), 0.028, edge
