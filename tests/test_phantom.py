@@ -112,10 +112,12 @@ def test_pneumothorax_region_is_textureless():
         darker = _box(b - a, 1) < -12  # the new, darker pleural air
         core = _box(darker.astype(np.float32), 3) > 0.999  # away from the pleural line / borders
         assert core.sum() > 50
-        hp_a, hp_b = a - _box(a, 3), b - _box(b, 3)
+        hp_a, hp_b = a - _box(a, 2), b - _box(b, 2)  # fine texture: vessels (+ ribs' edges, noise)
         before.append(hp_a[core].std())
         after.append(hp_b[core].std())
-    assert np.mean(after) < 0.8 * np.mean(before)
+    before, after = np.array(before), np.array(after)
+    # noise and ribs stay, so the drop is partial but systematic
+    assert after.mean() < 0.9 * before.mean() and (after < before).mean() >= 0.8
 
 
 def test_edema_raises_perihilar_density():

@@ -212,7 +212,7 @@ def render_phantom(labels: np.ndarray, rng: np.random.Generator, size: int = 128
     tree = tree if rng.random() < 0.5 else tree[:, ::-1]
     rh = np.sqrt((ax_ - 0.22) ** 2 + (y + 0.05) ** 2)
     markings = tree * np.clip(1.3 - rh / 0.8, 0.35, 1.0) + 0.12 * _pick_noise(bank, rng) ** 2
-    vessel_gain = u(0.12, 0.17)
+    vessel_gain = u(0.14, 0.19)
     hilum = np.exp(-(((ax_ - 0.2) / 0.07) ** 2) - ((y + 0.03) / 0.12) ** 2) * 0.12
 
     # --- bones: ribs (posterior + faint anterior), clavicles, spine ---
