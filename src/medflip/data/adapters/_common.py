@@ -31,14 +31,18 @@ class Rejects:
     rows: list[dict[str, str]] = field(default_factory=list)
 
     def bad(self, file: str | os.PathLike[str], row: int | str, reason: str) -> None:
+        """row: 0-based data row of a CSV (reported with its 1-based line number, header = line 1), or a
+        name (file name, image id) for sources that are not tables."""
+        where = f"row {row} (line {row + 2})" if isinstance(row, int) else f"row {row}"
         if not self.skip_bad:
             raise UserError(
-                f"{file}, row {row}: {reason} (pass --skip-bad to write such rows to a rejects file)"
+                f"{file}, {where}: {reason} (pass --skip-bad to write such rows to a rejects file)"
             )
-        self.rows.append({"file": str(file), "row": str(row), "reason": reason})
+        line = str(row + 2) if isinstance(row, int) else ""
+        self.rows.append({"file": str(file), "row": str(row), "line": line, "reason": reason})
 
     def frame(self) -> pd.DataFrame:
-        return pd.DataFrame(self.rows, columns=["file", "row", "reason"])
+        return pd.DataFrame(self.rows, columns=["file", "row", "line", "reason"])
 
 
 @dataclass
@@ -147,6 +151,18 @@ def list_images(folder: Path) -> list[Path]:
         Path(d) / f for d, _s, files in os.walk(folder) for f in files if f.lower().endswith(IMAGE_SUFFIXES)
     ]
     return sorted(out)
+
+
+def xrv_data_file(name: str) -> Path | None:
+    """A metadata file bundled in torchxrayvision's data/ folder, found WITHOUT importing torchxrayvision
+    (its import pulls in torch and takes seconds)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("torchxrayvision")
+    if spec is None or not spec.origin:
+        return None
+    path = Path(spec.origin).parent / "data" / name
+    return path if path.is_file() else None
 
 
 def norm_view(value: str) -> str:

@@ -69,6 +69,7 @@ def run_folder(ctx: ImportContext) -> pd.DataFrame:
         raise UserError(f"not a folder: {root}")
     split_dirs = [d for d in sorted(root.iterdir()) if d.is_dir() and SPLIT_ALIASES.get(d.name.lower(), None)]
     levels = [(d, SPLIT_ALIASES[d.name.lower()]) for d in split_dirs] if split_dirs else [(root, "")]
+    levels.sort(key=lambda lv: SPLITS.index(lv[1]) if lv[1] in SPLITS else -1)
     regex = re.compile(ctx.opt("patient_regex")) if ctx.opt("patient_regex") else None
     rows = []
     for base, split in levels:

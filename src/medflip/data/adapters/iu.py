@@ -21,7 +21,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from medflip.data.adapters._common import ImportContext, images_by_stem, norm_view, report_labels
+from medflip.data.adapters._common import (
+    ImportContext,
+    images_by_stem,
+    norm_view,
+    report_labels,
+    xrv_data_file,
+)
 from medflip.errors import UserError
 
 
@@ -53,16 +59,17 @@ def _default_reports(root: Path) -> Path:
 
 def _bundled_views() -> dict[str, str]:
     views: dict[str, str] = {}
+    dicom_table, tsne_table = (
+        xrv_data_file("nlmcxr_dicom_metadata.csv.gz"),
+        xrv_data_file("nlmcxr_tsne_pa.csv.gz"),
+    )
     try:
-        import torchxrayvision
-
-        data = Path(torchxrayvision.__file__).parent / "data"
-        dicom = pd.read_csv(
-            data / "nlmcxr_dicom_metadata.csv.gz", usecols=["imageid", "View Position"], dtype=str
-        )
-        views.update(zip(dicom["imageid"], dicom["View Position"].fillna("")))
-        tsne = pd.read_csv(data / "nlmcxr_tsne_pa.csv.gz", dtype=str)
-        views.update((k, v) for k, v in zip(tsne["imageid"], tsne["tsne-view"].fillna("")) if v)
+        if dicom_table is not None:
+            dicom = pd.read_csv(dicom_table, usecols=["imageid", "View Position"], dtype=str)
+            views.update(zip(dicom["imageid"], dicom["View Position"].fillna("")))
+        if tsne_table is not None:
+            tsne = pd.read_csv(tsne_table, dtype=str)
+            views.update((k, v) for k, v in zip(tsne["imageid"], tsne["tsne-view"].fillna("")) if v)
     except Exception:  # optional knowledge
         pass
     return views
@@ -76,7 +83,7 @@ def run(ctx: ImportContext) -> pd.DataFrame:
     if not images:
         raise UserError(f"no IU images (PNG) under {ctx.root}")
     views = _bundled_views()
-    rows = []
+    rows, listed = [], set()
     for source, data in _xml_sources(reports_src):
         report = parse_iu_xml(data, source=source)
         try:
@@ -84,6 +91,7 @@ def run(ctx: ImportContext) -> pd.DataFrame:
         except ET.ParseError as e:
             raise UserError(f"cannot parse IU report XML {source}: {e}") from e
         text = report.text
+        listed.update(image_ids)
         for k, image_id in enumerate(image_ids):
             path = images.get(image_id)
             if path is None:
@@ -112,7 +120,7 @@ def run(ctx: ImportContext) -> pd.DataFrame:
     if not rows:
         raise UserError(f"no IU images under {ctx.root} match the reports in {reports_src}")
     out = pd.DataFrame(rows).sort_values(["patient_id", "_image"], key=_natural).reset_index(drop=True)
-    unmatched = sorted(set(images) - set(out["_image"]))
+    unmatched = sorted(set(images) - listed)
     for image_id in unmatched:
         ctx.rejects.bad(images[image_id], image_id, "image has no report XML listing it (parentImage)")
     labels = pd.DataFrame(report_labels(list(out["report"])))

@@ -22,7 +22,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from medflip.data.adapters._common import ImportContext, images_by_stem, norm_view, read_csv_checked
+from medflip.data.adapters._common import (
+    ImportContext,
+    images_by_stem,
+    norm_view,
+    read_csv_checked,
+    xrv_data_file,
+)
 from medflip.errors import UserError
 
 DIRECT = {
@@ -58,14 +64,9 @@ def _table(root: Path) -> Path:
     for name in ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv"):
         if (root / name).is_file():
             return root / name
-    try:
-        import torchxrayvision
-
-        bundled = Path(torchxrayvision.__file__).parent / "data" / "Data_Entry_2017_v2020.csv.gz"
-        if bundled.is_file():
-            return bundled
-    except ImportError:
-        pass
+    bundled = xrv_data_file("Data_Entry_2017_v2020.csv.gz")
+    if bundled is not None:
+        return bundled
     raise UserError(f"no Data_Entry_2017*.csv in {root}")
 
 

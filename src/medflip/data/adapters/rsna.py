@@ -18,24 +18,24 @@ patientId is per image in this dataset, so it is both patient_id and study_id.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pandas as pd
 
-from medflip.data.adapters._common import ImportContext, blank_labels, normal_labels, read_csv_checked
+from medflip.data.adapters._common import (
+    ImportContext,
+    blank_labels,
+    normal_labels,
+    read_csv_checked,
+    xrv_data_file,
+)
 from medflip.errors import UserError
 
 
 def _bundled_views() -> dict[str, str]:
+    path = xrv_data_file("kaggle_stage_2_train_images_dicom_headers.csv.gz")
+    if path is None:
+        return {}
     try:
-        import torchxrayvision
-
-        path = os.path.join(
-            os.path.dirname(torchxrayvision.__file__),
-            "data",
-            "kaggle_stage_2_train_images_dicom_headers.csv.gz",
-        )
         df = pd.read_csv(path, usecols=["PatientID", "ViewPosition"], dtype=str)
         return dict(zip(df["PatientID"], df["ViewPosition"].fillna("")))
     except Exception:  # optional knowledge; the DICOM header is the fallback
