@@ -20,6 +20,7 @@ Nothing here loops over the rule phrases: Python only sees the few regex matches
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -33,6 +34,7 @@ SUPPORT_DEVICES = OBSERVATIONS.index("Support Devices")
 _N = len(R.ALL_OBSERVATIONS)
 _RANK = {None: 0, 0: 1, -1: 2, 1: 3}  # positive beats uncertain beats negative beats not mentioned
 _COMMA = "comma"
+SCOPE_CHARS = 200  # how far a trigger or qualifier reaches (NegEx uses a window too)
 _NON_TEXT = re.compile(r"[^a-z0-9.;:!?,\n]")
 _LETTER = re.compile(r"[a-z]")
 _MAX_CHARS = 2_000_000  # longer inputs are cut: labelling is linear, this only bounds memory and time
@@ -102,16 +104,23 @@ def coerce_text(text: object) -> str:
     return text
 
 
+def _crosses(a: int, b: int, positions: list[int]) -> bool:
+    """Is there a position p with a <= p < b (positions sorted)?"""
+    i = bisect_left(positions, a)
+    return i < len(positions) and positions[i] < b
+
+
 def _resolve(events: list, groups: list[R.AttributeGroup], out: list, detail: list | None) -> None:
     """Give each mention / qualified subject of one sentence its value (see the module docstring).
 
-    events: (start, end, kind, target, phrase) in text order. Lists are a few items long, so the nested loops
-    here are cheap; nothing iterates over the rule phrases.
+    events: (start, end, kind, target, phrase) in text order. Triggers and qualifiers are only looked for
+    within SCOPE_CHARS of a mention (bisect on sorted positions), so the work per mention is bounded and the
+    whole pass stays linear in the text length even for a 1 MB "sentence" without punctuation.
     """
-    triggers = []
-    stops = []  # clause breaks and terminators: end every trigger's scope
-    commas = []  # also end a subject's link to a qualifier ("heart size, enlarged aorta")
-    quals = []
+    triggers, trigger_pos = [], []
+    stops: list[int] = []  # clause breaks and terminators: end every trigger's scope
+    commas: list[int] = []  # also end a subject's link to a qualifier ("heart size, enlarged aorta")
+    quals, qual_pos = [], []
     for ev in events:
         kind = ev[2]
         if kind is R.TERMINATE:
@@ -120,16 +129,15 @@ def _resolve(events: list, groups: list[R.AttributeGroup], out: list, detail: li
             commas.append(ev[0])
         elif kind is R.QUALIFIER:
             quals.append(ev)
+            qual_pos.append(ev[0])
         elif kind in R.FORWARD or kind in R.BACKWARD:
             triggers.append(ev)
-            if kind in R.BACKWARD:  # "X is not seen" also says "normal" to a subject ("hila are not enlarged")
+            trigger_pos.append(ev[0])
+            if (
+                kind in R.BACKWARD
+            ):  # "X is not seen" also says "normal" to a subject ("hila are not enlarged")
                 quals.append(ev)
-
-    def crosses(a: int, b: int, positions: list) -> bool:
-        for s in positions:
-            if a <= s < b:
-                return True
-        return False
+                qual_pos.append(ev[0])
 
     for ev in events:
         kind = ev[2]
@@ -139,12 +147,16 @@ def _resolve(events: list, groups: list[R.AttributeGroup], out: list, detail: li
         elif kind is R.SUBJECT:
             group = groups[ev[3]]
             best = None
-            for q in quals:
+            lo_i, hi_i = (
+                bisect_left(qual_pos, ev[0] - SCOPE_CHARS),
+                bisect_left(qual_pos, ev[1] + SCOPE_CHARS),
+            )
+            for q in quals[lo_i:hi_i]:
                 v = 0 if q[2] is not R.QUALIFIER else group.qualifier_values.get(q[4])
                 if v is None:
                     continue
                 lo, hi = (ev[1], q[0]) if q[0] >= ev[1] else (q[1], ev[0])
-                if hi < lo or crosses(lo, hi, stops) or crosses(lo, hi, commas):
+                if hi < lo or _crosses(lo, hi, stops) or _crosses(lo, hi, commas):
                     continue
                 if best is None or hi - lo < best[0]:
                     best = (hi - lo, q, v)
@@ -158,11 +170,15 @@ def _resolve(events: list, groups: list[R.AttributeGroup], out: list, detail: li
             continue
         if value != 0:
             nearest = None
-            for t in triggers:
+            lo_i, hi_i = (
+                bisect_left(trigger_pos, first - SCOPE_CHARS),
+                bisect_left(trigger_pos, anchor_end + SCOPE_CHARS),
+            )
+            for t in triggers[lo_i:hi_i]:
                 dist = None
-                if t[2] in R.FORWARD and t[1] <= last and not crosses(t[1], last, stops):
+                if t[2] in R.FORWARD and t[1] <= last and not _crosses(t[1], last, stops):
                     dist = first - t[1] if t[1] <= first else 0
-                if t[2] in R.BACKWARD and t[0] >= anchor_end and not crosses(anchor_end, t[0], stops):
+                if t[2] in R.BACKWARD and t[0] >= anchor_end and not _crosses(anchor_end, t[0], stops):
                     dist = t[0] - anchor_end
                 if dist is not None and (nearest is None or dist < nearest[0]):
                     nearest = (dist, t)
@@ -198,6 +214,7 @@ def _scan(text: str, rules: R.CompiledRules, want_detail: bool) -> tuple[list, l
     groups = rules.groups
     roles_of = rules.roles
     sent_start = 0
+    checked = 0  # letters were looked for up to here (keeps "1. 2. 3. ..." linear)
 
     def close(end: int) -> None:
         nonlocal events
@@ -222,9 +239,11 @@ def _scan(text: str, rules: R.CompiledRules, want_detail: bool) -> tuple[list, l
             events.append((m.start(), m.end(), _COMMA, -1, ","))
         elif group == "cl":
             events.append((m.start(), m.end(), R.TERMINATE, -1, ";"))
-        elif _LETTER.search(norm, sent_start, m.start()) is not None:  # "1." alone joins the next sentence
+        elif _LETTER.search(norm, checked, m.start()) is not None:  # "1." alone joins the next sentence
             close(m.end())
-            sent_start = m.end()
+            sent_start = checked = m.end()
+        else:
+            checked = m.end()
     if _LETTER.search(norm, sent_start) is not None or events:
         close(len(norm))
     elif want_detail and sentences and sent_start < len(norm):  # trailing punctuation joins the last sentence
@@ -278,10 +297,14 @@ def _build_report(text: str, values: list, sentences: list) -> ReportLabels:
             continue
         offset = start + (len(raw) - len(raw.lstrip()))
         sentence_labels.append(
-            SentenceLabels(stripped, offset, offset + len(stripped), _values_dict(sent_values), sentence_evidence)
+            SentenceLabels(
+                stripped, offset, offset + len(stripped), _values_dict(sent_values), sentence_evidence
+            )
         )
     if values[NO_FINDING] == 1:
-        report_evidence["No Finding"] = [Evidence("No Finding", 1, "", "no positive or uncertain finding", 0, 0)]
+        report_evidence["No Finding"] = [
+            Evidence("No Finding", 1, "", "no positive or uncertain finding", 0, 0)
+        ]
     return ReportLabels(text, _values_dict(values), sentence_labels, report_evidence, other)
 
 

@@ -41,7 +41,9 @@ def load_mesh_mapping(path: Path | None = None) -> list[MeshRule]:
         cells = (line.split("\t") + ["", "", "", ""])[:4]
         head, requires, excludes, maps_to = (c.strip() for c in cells)
         if maps_to not in allowed:
-            raise UserError(f"{path}:{lineno}: maps_to {maps_to!r} is not an observation or {NORMAL}/{NEUTRAL}")
+            raise UserError(
+                f"{path}:{lineno}: maps_to {maps_to!r} is not an observation or {NORMAL}/{NEUTRAL}"
+            )
 
         def split(cell: str) -> frozenset[str]:
             return frozenset(q.strip().lower() for q in cell.split(",") if q.strip())
@@ -106,7 +108,9 @@ def _f1(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
     return precision, recall, f1
 
 
-def score(predictions: Sequence[Sequence[int | None]], references: Sequence[set[str]], uncertain: str) -> Scores:
+def score(
+    predictions: Sequence[Sequence[int | None]], references: Sequence[set[str]], uncertain: str
+) -> Scores:
     positive_values = {1, -1} if uncertain == "positive" else {1}
     counts = {o: [0, 0, 0, 0] for o in OBSERVATIONS}  # tp, fp, fn, n_reference_positive
     for values, ref in zip(predictions, references):
@@ -201,7 +205,9 @@ def format_results(results: dict, show_errors: bool = True) -> str:
         lines += ["", "Error examples (uncertain counted as positive):"]
         for obs, items in results["errors"].items():
             for item in items:
-                lines.append(f"- {obs} {item['kind']} {item['id']} predicted={item['predicted']} mesh={item['mesh']}")
+                lines.append(
+                    f"- {obs} {item['kind']} {item['id']} predicted={item['predicted']} mesh={item['mesh']}"
+                )
                 lines.append(f"    evidence: {item['evidence']}")
                 lines.append(f"    text: {item['text'][:300]}")
     return "\n".join(lines)

@@ -38,7 +38,13 @@ TRIGGER_KINDS = (NEG_PRE, NEG_POST, NEG_BOTH, UNC_PRE, UNC_POST, UNC_BOTH, HYPO_
 FORWARD = frozenset({NEG_PRE, NEG_BOTH, UNC_PRE, UNC_BOTH, HYPO_PRE})
 BACKWARD = frozenset({NEG_POST, NEG_BOTH, UNC_POST, UNC_BOTH})
 TRIGGER_VALUE: dict[str, int | None] = {
-    NEG_PRE: 0, NEG_POST: 0, NEG_BOTH: 0, UNC_PRE: -1, UNC_POST: -1, UNC_BOTH: -1, HYPO_PRE: None
+    NEG_PRE: 0,
+    NEG_POST: 0,
+    NEG_BOTH: 0,
+    UNC_PRE: -1,
+    UNC_POST: -1,
+    UNC_BOTH: -1,
+    HYPO_PRE: None,
 }
 QUALIFIER_VALUES = {"abnormal": 1, "borderline": -1, "normal": 0}
 
@@ -112,7 +118,9 @@ def load_trigger_table(path: Path) -> list[tuple[str, str]]:
         cells = line.split("\t")
         if len(cells) < 2 or cells[1].strip() not in TRIGGER_KINDS:
             raise UserError(f"{path}:{lineno}: expected 'phrase<TAB>kind' with kind in {TRIGGER_KINDS}")
-        kind = TRIGGER_KINDS[TRIGGER_KINDS.index(cells[1].strip())]  # the constant itself: the engine uses `is`
+        kind = TRIGGER_KINDS[
+            TRIGGER_KINDS.index(cells[1].strip())
+        ]  # the constant itself: the engine uses `is`
         rows.append((_check_phrase(cells[0], f"{path}:{lineno}"), kind))
     return rows
 
@@ -193,7 +201,9 @@ def compile_rules(directory: Path | None = None) -> CompiledRules:
         if "*" in p
     ]
     trie = _trie_regex(sorted(by_phrase))
-    pattern = re.compile(r"(?P<brk>[.!?]+(?=\s|$)|\n[ \t]*\n)|(?P<cl>[;:])|(?P<cm>,)|\b(?P<ph>" + trie + r")\b")
+    pattern = re.compile(
+        r"(?P<brk>[.!?]+(?=\s|$)|\n[ \t]*\n)|(?P<cl>[;:])|(?P<cm>,)|\b(?P<ph>" + trie + r")\b"
+    )
     return CompiledRules(pattern=pattern, exact=exact, wildcard=wildcard, groups=groups)
 
 
