@@ -96,9 +96,12 @@ def coerce_text(text: object) -> str:
     if isinstance(text, bytes | bytearray):
         text = bytes(text).decode("utf-8", errors="replace")
     elif not isinstance(text, str):
-        if isinstance(text, float) and text != text:  # NaN from pandas
+        if (isinstance(text, float) and text != text) or type(text).__name__ == "NAType":  # NaN / pd.NA
             return ""
-        text = str(text)
+        try:
+            text = str(text)
+        except Exception:  # an object whose __str__ fails is "no text", not a crash
+            return ""
     if len(text) > _MAX_CHARS:
         text = text[:_MAX_CHARS]
     return text
@@ -139,6 +142,16 @@ def _resolve(events: list, groups: list[R.AttributeGroup], out: list, detail: li
                 quals.append(ev)
                 qual_pos.append(ev[0])
 
+    # "No A, no B, mild C": when list items carry their own negation, a negation stops at the next comma
+    per_item = set()
+    previous_negation = None
+    for t in triggers:
+        if t[2] is R.NEG_PRE:
+            if previous_negation is not None and not _crosses(previous_negation, t[0], stops):
+                if _crosses(previous_negation, t[0], commas):
+                    per_item.add(t[0])
+            previous_negation = t[1]
+
     for ev in events:
         kind = ev[2]
         if kind is R.MENTION:
@@ -177,7 +190,8 @@ def _resolve(events: list, groups: list[R.AttributeGroup], out: list, detail: li
             for t in triggers[lo_i:hi_i]:
                 dist = None
                 if t[2] in R.FORWARD and t[1] <= last and not _crosses(t[1], last, stops):
-                    dist = first - t[1] if t[1] <= first else 0
+                    if not (t[0] in per_item and _crosses(t[1], first, commas)):
+                        dist = first - t[1] if t[1] <= first else 0
                 if t[2] in R.BACKWARD and t[0] >= anchor_end and not _crosses(anchor_end, t[0], stops):
                     dist = t[0] - anchor_end
                 if dist is not None and (nearest is None or dist < nearest[0]):

@@ -195,7 +195,7 @@ def write_labels_csv(
 ) -> None:
     """CheXpert labeler format: id column, then one column per observation (SPEC §1 names): 1 / 0 / -1 / blank."""
     try:
-        with open(path, "w", encoding="utf-8", newline="") as handle:
+        with open(path, "w", encoding="utf-8", errors="replace", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow([id_column, *OBSERVATIONS])
             for report_id, row in zip(ids, values):
@@ -209,7 +209,7 @@ def write_sentences_csv(
 ) -> None:
     """One row per sentence: id, sentence index, sentence text, the 14 observation columns."""
     try:
-        with open(path, "w", encoding="utf-8", newline="") as handle:
+        with open(path, "w", encoding="utf-8", errors="replace", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow([id_column, "sentence_index", "sentence", *OBSERVATIONS])
             for report_id, index, sentence, row in rows:
