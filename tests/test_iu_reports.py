@@ -32,7 +32,12 @@ def make_folder(root: Path) -> Path:
 def test_parse_fields() -> None:
     report = parse_iu_xml(XML.format(n=10, findings="Heart  normal.\n"))
     assert isinstance(report, IUReport)
-    assert (report.id, report.uid, report.findings, report.impression) == (10, "CXR10", "Heart normal.", "No acute disease.")
+    assert (report.id, report.uid, report.findings, report.impression) == (
+        10,
+        "CXR10",
+        "Heart normal.",
+        "No acute disease.",
+    )
     assert report.mesh_major == ["Cardiomegaly/mild", "Pulmonary Atelectasis/base/left"]
     assert report.text == "Heart normal. No acute disease."
     empty = parse_iu_xml('<eCitation><uId id="CXR5"/></eCitation>')

@@ -25,9 +25,15 @@ IU_XML = """<?xml version="1.0" encoding="utf-8"?>
 
 def write_iu(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "2.xml").write_text(IU_XML.format(n=2, findings="Mild cardiomegaly.", impression="No effusion.", mesh="Cardiomegaly/mild"))
-    (folder / "4.xml").write_text(IU_XML.format(n=4, findings="Lungs are clear.", impression="Normal chest.", mesh="normal"))
-    (folder / "3.xml").write_text(IU_XML.format(n=3, findings="Small left effusion.", impression="", mesh="Pleural Effusion/left"))
+    (folder / "2.xml").write_text(
+        IU_XML.format(n=2, findings="Mild cardiomegaly.", impression="No effusion.", mesh="Cardiomegaly/mild")
+    )
+    (folder / "4.xml").write_text(
+        IU_XML.format(n=4, findings="Lungs are clear.", impression="Normal chest.", mesh="normal")
+    )
+    (folder / "3.xml").write_text(
+        IU_XML.format(n=3, findings="Small left effusion.", impression="", mesh="Pleural Effusion/left")
+    )
     return folder
 
 
@@ -45,7 +51,22 @@ def test_label_csv_output_format(tmp_path: Path, capsys: pytest.CaptureFixture) 
         writer.writerow(["a2", ""])
         writer.writerow(["a3", "Possible pneumonia."])
     out = tmp_path / "out.csv"
-    assert main(["label", str(src), "--out", str(out), "--text-column", "report_text", "--id-column", "study", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "label",
+                str(src),
+                "--out",
+                str(out),
+                "--text-column",
+                "report_text",
+                "--id-column",
+                "study",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     with open(out) as handle:
         header = next(csv.reader(handle))
     assert header == ["study", *OBSERVATIONS]
@@ -58,7 +79,12 @@ def test_label_csv_output_format(tmp_path: Path, capsys: pytest.CaptureFixture) 
 
 def test_label_jsonl_and_sentences(tmp_path: Path) -> None:
     src = tmp_path / "reports.jsonl"
-    src.write_text(json.dumps({"id": 7, "text": "Mild cardiomegaly. No effusion."}) + "\n\n" + json.dumps({"id": 8, "text": None}) + "\n")
+    src.write_text(
+        json.dumps({"id": 7, "text": "Mild cardiomegaly. No effusion."})
+        + "\n\n"
+        + json.dumps({"id": 8, "text": None})
+        + "\n"
+    )
     out = tmp_path / "out.csv"
     assert main(["label", str(src), "--out", str(out), "--no-progress"]) == 0
     rows = read_out(out)
@@ -66,7 +92,10 @@ def test_label_jsonl_and_sentences(tmp_path: Path) -> None:
     out_sentences = tmp_path / "sentences.csv"
     assert main(["label", str(src), "--out", str(out_sentences), "--sentences", "--no-progress"]) == 0
     rows = read_out(out_sentences)
-    assert [(r["id"], r["sentence_index"], r["sentence"]) for r in rows] == [("7", "0", "Mild cardiomegaly."), ("7", "1", "No effusion.")]
+    assert [(r["id"], r["sentence_index"], r["sentence"]) for r in rows] == [
+        ("7", "0", "Mild cardiomegaly."),
+        ("7", "1", "No effusion."),
+    ]
     assert rows[1]["Pleural Effusion"] == "0" and rows[1]["Cardiomegaly"] == ""
 
 

@@ -35,7 +35,10 @@ def test_score_counts_uncertain_both_ways() -> None:
         row[k] = 1
     for row in predictions[20:]:
         row[k] = -1
-    as_positive, as_negative = score(predictions, references, "positive"), score(predictions, references, "negative")
+    as_positive, as_negative = (
+        score(predictions, references, "positive"),
+        score(predictions, references, "negative"),
+    )
     assert as_positive.per_observation["Pneumonia"]["recall"] == 1.0
     assert as_negative.per_observation["Pneumonia"]["recall"] == 0.8
     assert as_positive.macro_observations == ["Pneumonia"]  # only observations with >= 20 positives

@@ -23,6 +23,9 @@ def values(text: str) -> dict:
         ("No pneumothorax or pleural effusion.", "Pleural Effusion", 0),
         ("No focal consolidation, pleural effusion, or pneumothorax.", "Pneumothorax", 0),
         ("There is no evidence of pneumothorax.", "Pneumothorax", 0),
+        # when list items carry their own "no", an item without one is not negated
+        ("No pleural effusion, no pneumothorax, mild cardiomegaly.", "Cardiomegaly", 1),
+        ("No pleural effusion, no pneumothorax, mild cardiomegaly.", "Pneumothorax", 0),
         # scope ends at the clause: "but" and ";" stop the negation
         ("No pneumothorax, but there is a small left effusion.", "Pleural Effusion", 1),
         ("No pneumothorax; small left pleural effusion.", "Pleural Effusion", 1),
@@ -101,7 +104,13 @@ def test_no_finding_rules() -> None:
     assert label_report("Mild cardiomegaly.").values["No Finding"] is None
     assert label_report("Cannot exclude pneumonia.").values["No Finding"] is None
     # abnormalities outside the 14 observations block it too
-    for text in ("Emphysema.", "Mild scoliosis.", "Calcified granuloma.", "Small hiatal hernia.", "Low lung volumes."):
+    for text in (
+        "Emphysema.",
+        "Mild scoliosis.",
+        "Calcified granuloma.",
+        "Small hiatal hernia.",
+        "Low lung volumes.",
+    ):
         assert label_report(text).values["No Finding"] is None, text
     # ... unless negated
     assert label_report("No emphysema. No hiatal hernia.").values["No Finding"] == 1
@@ -154,7 +163,10 @@ def test_split_sentences() -> None:
     ]
     assert split_sentences("") == []
     assert split_sentences(None) == []
-    assert split_sentences("FINDINGS:\nclear lungs\n\nIMPRESSION:\nnormal") == ["FINDINGS:\nclear lungs", "IMPRESSION:\nnormal"]
+    assert split_sentences("FINDINGS:\nclear lungs\n\nIMPRESSION:\nnormal") == [
+        "FINDINGS:\nclear lungs",
+        "IMPRESSION:\nnormal",
+    ]
 
 
 def test_vector_policies() -> None:

@@ -144,13 +144,16 @@ def _resolve(events: list, groups: list[R.AttributeGroup], out: list, detail: li
 
     # "No A, no B, mild C": when list items carry their own negation, a negation stops at the next comma
     per_item = set()
-    previous_negation = None
+    previous = None
     for t in triggers:
         if t[2] is R.NEG_PRE:
-            if previous_negation is not None and not _crosses(previous_negation, t[0], stops):
-                if _crosses(previous_negation, t[0], commas):
-                    per_item.add(t[0])
-            previous_negation = t[1]
+            if (
+                previous is not None
+                and not _crosses(previous[1], t[0], stops)
+                and _crosses(previous[1], t[0], commas)
+            ):
+                per_item.update((previous[0], t[0]))
+            previous = t
 
     for ev in events:
         kind = ev[2]
