@@ -56,6 +56,11 @@ def values(text: str) -> dict:
         ("Left basilar opacity, likely atelectasis.", "Atelectasis", 1),
         ("Right lower lobe consolidation.", "Consolidation", 1),
         ("Old healed left rib fractures.", "Fracture", 1),
+        # structured "Finding: value" lines
+        ("Pneumothorax: none.", "Pneumothorax", 0),
+        ("Heart: normal size.", "Cardiomegaly", 0),
+        ("The pleural effusion seen on the prior study is no longer present.", "Pleural Effusion", 0),
+        ("Right internal jugular line ends in the mid SVC.", "Support Devices", 1),
         ("Right IJ central venous catheter tip in the SVC.", "Support Devices", 1),
         ("Left chest wall pacemaker with leads in the right heart.", "Support Devices", 1),
         ("Small apical pneumothorax.", "Pneumothorax", 1),

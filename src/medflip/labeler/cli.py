@@ -75,7 +75,7 @@ def run_label(args: argparse.Namespace) -> int:
 
         write_sentences_csv(args.out, source.id_column, rows())
     else:
-        values = label_values(tqdm(source.texts, **progress))
+        values = list(label_values(tqdm(source.texts, **progress)))
         write_labels_csv(args.out, source.id_column, source.ids, values)
     missing = source.missing_text
     note = f"; {missing} row(s) without text (written with blank labels)" if missing else ""

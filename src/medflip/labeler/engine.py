@@ -4,7 +4,7 @@ How it works (see docs/labeler.md):
 
 1. The text is lower-cased and every character outside a-z 0-9 . , ; : ! ? and newline becomes a space, one for
    one, so offsets in the normalised text are offsets in the original (evidence points at the user's text).
-2. One compiled regex (rules.py) finds, left to right, sentence breaks, clause breaks (; :) and every rule
+2. One compiled regex (rules.py) finds, left to right, sentence breaks, clause breaks (;) and every rule
    phrase. Each phrase has one or more roles: a mention of an observation, an exclusion (ignored), an
    attribute subject ("heart size") or qualifier ("enlarged"), a trigger, or a scope terminator.
 3. Per sentence, each mention takes the value of the nearest trigger whose scope reaches it: a pre-trigger

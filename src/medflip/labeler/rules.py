@@ -201,9 +201,7 @@ def compile_rules(directory: Path | None = None) -> CompiledRules:
         if "*" in p
     ]
     trie = _trie_regex(sorted(by_phrase))
-    pattern = re.compile(
-        r"(?P<brk>[.!?]+(?=\s|$)|\n[ \t]*\n)|(?P<cl>[;:])|(?P<cm>,)|\b(?P<ph>" + trie + r")\b"
-    )
+    pattern = re.compile(r"(?P<brk>[.!?]+(?=\s|$)|\n[ \t]*\n)|(?P<cl>;)|(?P<cm>,)|\b(?P<ph>" + trie + r")\b")
     return CompiledRules(pattern=pattern, exact=exact, wildcard=wildcard, groups=groups)
 
 
