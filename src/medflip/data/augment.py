@@ -40,16 +40,10 @@ def normalize(images_u8: torch.Tensor, size: int | None = None) -> torch.Tensor:
     return (x - IMAGE_MEAN) / IMAGE_STD
 
 
-def augment_batch(
-    images_u8: torch.Tensor, size: int, generator: torch.Generator, cfg: AugmentConfig | None = None
-) -> torch.Tensor:
-    """uint8 [B, 1, H, W] -> augmented, normalised float [B, 1, size, size].
-
-    All randomness comes from `generator` (a CPU generator; draws are made on the CPU), so a run is
-    reproducible and resumable whatever the device.
-    """
-    cfg = cfg or AugmentConfig()
-    b = images_u8.shape[0]
+def _draw_params(
+    b: int, generator: torch.Generator, cfg: AugmentConfig
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-image (theta [B,2,3], contrast, brightness, gamma), drawn on the CPU in a fixed order."""
 
     def uniform(lo: float, hi: float) -> torch.Tensor:
         return torch.rand(b, generator=generator) * (hi - lo) + lo
@@ -59,8 +53,8 @@ def augment_batch(
     ratio = torch.exp(log_r)
     sx = torch.sqrt(area * ratio).clamp(max=1.0)  # crop half-extent in normalised coords (1 = full)
     sy = torch.sqrt(area / ratio).clamp(max=1.0)
-    tx = (uniform(-1, 1) * (1 - sx))  # crop centre stays inside the image
-    ty = (uniform(-1, 1) * (1 - sy))
+    tx = uniform(-1, 1) * (1 - sx)  # crop centre stays inside the image
+    ty = uniform(-1, 1) * (1 - sy)
     rot = torch.deg2rad(uniform(-cfg.degrees, cfg.degrees))
     sh = torch.tan(torch.deg2rad(uniform(-cfg.shear, cfg.shear)))
     flip = torch.where(torch.rand(b, generator=generator) < 0.5, -1.0, 1.0) if cfg.hflip else torch.ones(b)
@@ -76,11 +70,57 @@ def augment_batch(
     contrast = uniform(1 - cfg.contrast, 1 + cfg.contrast)
     brightness = uniform(-cfg.brightness, cfg.brightness)
     gamma = torch.exp(uniform(-cfg.gamma, cfg.gamma))
+    return theta, contrast, brightness, gamma
 
+
+def _affine_grid(theta: torch.Tensor, size: int) -> torch.Tensor:
+    """Same result as F.affine_grid(theta, [B, 1, size, size], align_corners=False), ~8x cheaper on CPU.
+
+    grid[b, i, j, k] = theta[b,k,0] * x_j + theta[b,k,1] * y_i + theta[b,k,2] is written as one batched
+    matmul [size, 2] @ [B, 2, 2 * size] whose output is already the interleaved (x, y) layout that
+    grid_sample wants, instead of affine_grid's [B, size*size, 3] @ [B, 3, 2] product.
+    """
+    b, device = theta.shape[0], theta.device
+    base = (torch.arange(size, device=device, dtype=torch.float32) * 2 + 1) / size - 1
+    rows = torch.stack([base, torch.ones_like(base)], 1)  # [size, 2]: (y_i, 1)
+    q = torch.empty(b, 2, size, 2, device=device)
+    q[:, 0] = theta[:, None, :, 1].expand(b, size, 2)  # coefficient of y_i
+    q[:, 1] = theta[:, None, :, 0] * base[None, :, None] + theta[:, None, :, 2]  # x_j term + shift
+    return torch.matmul(rows, q.view(b, 2, 2 * size)).view(b, size, size, 2)
+
+
+def augment_batch(
+    images_u8: torch.Tensor, size: int, generator: torch.Generator, cfg: AugmentConfig | None = None
+) -> torch.Tensor:
+    """uint8 [B, 1, H, W] -> augmented, normalised float [B, 1, size, size].
+
+    All randomness comes from `generator` (a CPU generator; draws are made on the CPU), so a run is
+    reproducible and resumable whatever the device.
+
+    Speed (the loader must outrun the model on a 2-core CPU): the warp samples the raw 0..255 values
+    (bilinear resampling is linear, so /255 is folded into the per-image gamma factor 255**-gamma), and
+    gamma, contrast, brightness, clamp and normalisation are fused into in-place ops in normalised units.
+    On the CPU the batch is processed in chunks of 32 images so the grid, the image and the output of a
+    chunk stay in cache. Results equal the straightforward formulation to ~1e-4 (float rounding).
+    """
+    cfg = cfg or AugmentConfig()
+    b = images_u8.shape[0]
+    theta, contrast, brightness, gamma = _draw_params(b, generator, cfg)
     device = images_u8.device
-    x = images_u8.float().div_(255.0)
-    grid = F.affine_grid(theta.to(device), [b, 1, size, size], align_corners=False)
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    x = x.clamp_(1e-6, 1.0).pow_(gamma.to(device).view(b, 1, 1, 1))
-    x = (x - 0.5) * contrast.to(device).view(b, 1, 1, 1) + 0.5 + brightness.to(device).view(b, 1, 1, 1)
-    return (x.clamp_(0.0, 1.0) - IMAGE_MEAN) / IMAGE_STD
+    theta = theta.to(device)
+    g = gamma.view(b, 1, 1, 1).to(device)
+    # ((v/255)^g - 0.5) * c + 0.5 + br, clamped to [0, 1], then (. - MEAN) / STD  ==  clamp(v^g * scale + bias)
+    scale = (contrast * torch.pow(255.0, -gamma) / IMAGE_STD).view(b, 1, 1, 1).to(device)
+    bias = ((0.5 - 0.5 * contrast + brightness - IMAGE_MEAN) / IMAGE_STD).view(b, 1, 1, 1).to(device)
+    lo, hi = (0.0 - IMAGE_MEAN) / IMAGE_STD, (1.0 - IMAGE_MEAN) / IMAGE_STD
+    out = torch.empty(b, 1, size, size, device=device)
+    chunk = 32 if device.type == "cpu" else max(b, 1)
+    for s in range(0, b, chunk):
+        e = min(b, s + chunk)
+        x = images_u8[s:e].float()
+        y = F.grid_sample(
+            x, _affine_grid(theta[s:e], size), mode="bilinear", padding_mode="border", align_corners=False
+        )
+        y.pow_(g[s:e]).mul_(scale[s:e]).add_(bias[s:e])  # bilinear of values >= 0 is >= 0: pow is safe
+        torch.clamp(y, lo, hi, out=out[s:e])
+    return out

@@ -4,6 +4,9 @@ Loader: what the trainer does per step on the CPU: gather a random batch of rows
 cache, wrap as a tensor, `augment_batch` to `size`. Reported as augmented images/s after one warm-up
 batch. Build: synthetic smooth `source_size` px JPEGs (real JPEG decoding work, no dataset needed) are
 cached with one worker (images/s per core) and with all cores.
+
+Both also report throughput per CPU-second of this process (`images_per_cpu_s`) and the load average:
+on a shared machine the wall-clock number mixes in other users' work, the CPU-time number does not.
 """
 
 from __future__ import annotations
@@ -52,11 +55,11 @@ def bench_loader(
             augment_batch(x, size, gen)
 
         step()  # warm-up (page cache, allocator)
-        n, t0 = 0, time.perf_counter()
+        n, t0, c0 = 0, time.perf_counter(), time.process_time()
         while time.perf_counter() - t0 < seconds or n == 0:
             step()
             n += batch
-        elapsed = time.perf_counter() - t0
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
     finally:
         torch.set_num_threads(old)
     return {
@@ -66,7 +69,17 @@ def bench_loader(
         "threads": threads,
         "split": split,
         "cache_size": cache.size,
+        "images_per_cpu_s": n / max(cpu, 1e-9),
+        "load_avg": _load(),
     }
+
+
+def _load() -> float:
+    """1-minute load average: on a shared machine it says how much of the CPU the run actually had."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return float("nan")
 
 
 def synthetic_jpegs(folder: Path, n: int, source_size: int = 1024, seed: int = 0) -> list[Path]:
@@ -100,11 +113,15 @@ def bench_build(n: int = 200, source_size: int = 1024, size: int = 224, workers:
             {"path": [str(p) for p in paths], "source": "bench", "patient_id": [p.stem for p in paths]}
         )
         write_manifest(df, t / "m.csv")
+        c0 = time.process_time()
         one = build_cache(t / "m.csv", t / "c1", size=size, workers=0, progress=False)
+        cpu = time.process_time() - c0
         allw = build_cache(t / "m.csv", t / "cn", size=size, workers=workers, progress=False)
     return {
         "images": n,
         "images_per_s_per_core": one.images_per_s,
         "images_per_s_all": allw.images_per_s,
         "workers": workers,
+        "images_per_cpu_s": n / max(cpu, 1e-9),
+        "load_avg": _load(),
     }

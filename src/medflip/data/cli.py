@@ -193,7 +193,7 @@ def cmd_split(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from medflip.data.bench import bench_build, bench_loader
 
-    res = bench_loader(
+    r = bench_loader(
         args.cache_dir,
         split=args.split,
         size=args.size,
@@ -202,13 +202,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
         seconds=args.seconds,
     )
     print(
-        f"loader: {res['images_per_s']:.0f} augmented {args.size}px images/s "
-        f"(batch {args.batch}, {res['threads']} threads, from {res['cache_size']}px cache split {res['split']!r})"
+        f"loader: {r['images_per_s']:.0f} augmented {args.size}px images/s wall "
+        f"({r['images_per_cpu_s']:.0f} per CPU-second; batch {args.batch}, {r['threads']} threads, "
+        f"{r['cache_size']}px cache split {r['split']!r}; load average {r['load_avg']:.1f})"
     )
     if args.build_images > 0:
         b = bench_build(args.build_images, source_size=args.source_size, size=args.size)
         print(
             f"cache build: {b['images_per_s_per_core']:.0f} images/s per core ({b['images']} {args.source_size}px "
-            f"JPEGs, 1 worker); {b['images_per_s_all']:.0f} images/s with {b['workers']} workers"
+            f"JPEGs, 1 worker; {b['images_per_cpu_s']:.0f} per CPU-second); {b['images_per_s_all']:.0f} images/s "
+            f"with {b['workers']} workers (load average {b['load_avg']:.1f})"
         )
     return 0
