@@ -75,6 +75,11 @@ def test_label_csv_output_format(tmp_path: Path, capsys: pytest.CaptureFixture) 
     assert all(rows[1][o] == "" for o in OBSERVATIONS)  # a row without text stays, blank
     assert rows[2]["Pneumonia"] == "-1"
     assert "1 row(s) without text" in capsys.readouterr().err
+    hedged = tmp_path / "hedged.csv"
+    hedged.write_text("text\nOpacity may represent pneumonia.\n")
+    for policy, expected in (("ignore", ""), ("uncertain", "-1")):
+        assert main(["label", str(hedged), "--out", str(out), "--hypothetical", policy, "--no-progress"]) == 0
+        assert read_out(out)[0]["Pneumonia"] == expected
 
 
 def test_label_jsonl_and_sentences(tmp_path: Path) -> None:

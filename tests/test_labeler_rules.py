@@ -192,3 +192,14 @@ def test_batch_paths_agree_with_single() -> None:
 def test_normalize_keeps_offsets() -> None:
     text = "İstanbul: Ünïcode — café\tXXXX"
     assert len(normalize(text)) == len(text)
+
+
+def test_hypothetical_policy() -> None:
+    from medflip.labeler.rules import default_rules
+
+    text = "Patchy airspace disease, may reflect atelectasis or consolidation."
+    assert label_report(text).values["Atelectasis"] is None
+    (evidence,) = label_report(text).evidence["Atelectasis"]
+    assert evidence.value is None and evidence.trigger == "may"
+    chexpert_like = label_report(text, default_rules("uncertain")).values
+    assert chexpert_like["Atelectasis"] == -1 and chexpert_like["Consolidation"] == -1

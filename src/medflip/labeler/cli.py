@@ -29,6 +29,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="findings+impression",
         help="MIMIC .txt reports: label only FINDINGS + IMPRESSION (default) or the whole text",
     )
+    p.add_argument(
+        "--hypothetical",
+        choices=("ignore", "uncertain"),
+        default="ignore",
+        help="mentions that are only an alternative or a question ('may represent pneumonia'): no label (default) "
+        "or -1 like the CheXpert labeler",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_label)
 
@@ -63,19 +70,21 @@ def run_label(args: argparse.Namespace) -> int:
 
     from medflip.labeler.engine import label_report, label_values
     from medflip.labeler.io import read_reports, write_labels_csv, write_sentences_csv
+    from medflip.labeler.rules import default_rules
 
+    rules = default_rules(args.hypothetical)
     source = read_reports(args.input, args.text_column, args.id_column, args.sections)
     progress = dict(total=len(source.texts), unit="report", disable=args.no_progress, desc="labelling")
     if args.sentences:
 
         def rows():
             for report_id, text in tqdm(zip(source.ids, source.texts), **progress):
-                for index, sentence in enumerate(label_report(text).sentences):
+                for index, sentence in enumerate(label_report(text, rules).sentences):
                     yield report_id, index, sentence.text, list(sentence.values.values())
 
         write_sentences_csv(args.out, source.id_column, rows())
     else:
-        values = list(label_values(tqdm(source.texts, **progress)))
+        values = list(label_values(tqdm(source.texts, **progress), rules))
         write_labels_csv(args.out, source.id_column, source.ids, values)
     missing = source.missing_text
     note = f"; {missing} row(s) without text (written with blank labels)" if missing else ""

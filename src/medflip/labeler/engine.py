@@ -113,7 +113,9 @@ def _crosses(a: int, b: int, positions: list[int]) -> bool:
     return i < len(positions) and positions[i] < b
 
 
-def _resolve(events: list, groups: list[R.AttributeGroup], out: list, detail: list | None) -> None:
+def _resolve(
+    events: list, groups: list[R.AttributeGroup], trigger_value: dict, out: list, detail: list | None
+) -> None:
     """Give each mention / qualified subject of one sentence its value (see the module docstring).
 
     events: (start, end, kind, target, phrase) in text order. Triggers and qualifiers are only looked for
@@ -201,7 +203,7 @@ def _resolve(events: list, groups: list[R.AttributeGroup], out: list, detail: li
                     nearest = (dist, t)
             if nearest is not None:
                 t = nearest[1]
-                tvalue = R.TRIGGER_VALUE[t[2]]
+                tvalue = trigger_value[t[2]]
                 value = tvalue if tvalue != -1 or value == 1 else value
                 cause = t[4]
         obs = ev[3] if kind is R.MENTION else groups[ev[3]].observation
@@ -239,10 +241,10 @@ def _scan(text: str, rules: R.CompiledRules, want_detail: bool) -> tuple[list, l
             sent_values: list = [None] * _N
             detail: list = []
             if events:
-                _resolve(events, groups, sent_values, detail)
+                _resolve(events, groups, rules.trigger_value, sent_values, detail)
             sentences.append((sent_start, end, sent_values, detail))
         elif events:
-            _resolve(events, groups, values, None)
+            _resolve(events, groups, rules.trigger_value, values, None)
         events = []
 
     for m in rules.pattern.finditer(norm):

@@ -76,6 +76,7 @@ class CompiledRules:
     exact: dict[str, tuple[Role, ...]]
     wildcard: list[tuple[re.Pattern[str], tuple[Role, ...]]]
     groups: list[AttributeGroup]
+    trigger_value: dict[str, int | None] = field(default_factory=lambda: dict(TRIGGER_VALUE))
     _memo: dict[str, tuple[Role, ...]] = field(default_factory=dict)
 
     def roles(self, matched: str) -> tuple[Role, ...]:
@@ -180,8 +181,14 @@ def _trie_regex(phrases: list[str]) -> str:
     return emit(trie)
 
 
-def compile_rules(directory: Path | None = None) -> CompiledRules:
-    """Read and validate the rule files, then build the scanning regex and lookup tables."""
+def compile_rules(directory: Path | None = None, hypothetical: str = "ignore") -> CompiledRules:
+    """Read and validate the rule files, then build the scanning regex and lookup tables.
+
+    hypothetical: "ignore" (default: "may represent pneumonia" sets no label) or "uncertain" (-1, what the
+    CheXpert labeler does with such mentions).
+    """
+    if hypothetical not in ("ignore", "uncertain"):
+        raise UserError(f"hypothetical must be 'ignore' or 'uncertain', got {hypothetical!r}")
     directory = Path(directory) if directory is not None else rules_dir()
     roles, groups = load_observation_rules(directory / "observations.yaml")
     roles += [Role(kind, -1, phrase) for phrase, kind in load_trigger_table(directory / "triggers.tsv")]
@@ -202,10 +209,15 @@ def compile_rules(directory: Path | None = None) -> CompiledRules:
     ]
     trie = _trie_regex(sorted(by_phrase))
     pattern = re.compile(r"(?P<brk>[.!?]+(?=\s|$)|\n[ \t]*\n)|(?P<cl>;)|(?P<cm>,)|\b(?P<ph>" + trie + r")\b")
-    return CompiledRules(pattern=pattern, exact=exact, wildcard=wildcard, groups=groups)
+    trigger_value = dict(TRIGGER_VALUE)
+    if hypothetical == "uncertain":
+        trigger_value[HYPO_PRE] = -1
+    return CompiledRules(
+        pattern=pattern, exact=exact, wildcard=wildcard, groups=groups, trigger_value=trigger_value
+    )
 
 
-@lru_cache(maxsize=1)
-def default_rules() -> CompiledRules:
+@lru_cache(maxsize=2)
+def default_rules(hypothetical: str = "ignore") -> CompiledRules:
     """The packaged rules, compiled once per process."""
-    return compile_rules()
+    return compile_rules(hypothetical=hypothetical)
