@@ -14,6 +14,7 @@ report uid (IU has one report per patient). A report with neither findings nor i
 from __future__ import annotations
 
 import os
+import sys
 import tarfile
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -120,6 +121,9 @@ def run(ctx: ImportContext) -> pd.DataFrame:
     if not rows:
         raise UserError(f"no IU images under {ctx.root} match the reports in {reports_src}")
     out = pd.DataFrame(rows).sort_values(["patient_id", "_image"], key=_natural).reset_index(drop=True)
+    absent = len(listed - set(images))
+    if absent:  # not rows of any table: a partial image download; said out loud, never silent
+        print(f"note: {absent} images listed in the IU reports are not under {ctx.root}", file=sys.stderr)
     unmatched = sorted(set(images) - listed)
     for image_id in unmatched:
         ctx.rejects.bad(images[image_id], image_id, "image has no report XML listing it (parentImage)")
