@@ -287,3 +287,35 @@ def test_rsna_bad_target_and_missing_dicom(tmp_path, cxr):
     df, rejects = run("rsna-pneumonia", root, skip_bad=True, balanced=False)
     assert len(df) == 8 and len(rejects.rows) == 2
     assert rejects.frame()["reason"].str.contains("image not found").sum() == 1
+
+
+def test_chexpert_5x200_strict_excludes_other_findings(tmp_path, cxr):
+    rows = []
+    for t in COMPETITION_TASKS:
+        rows += [("Frontal", "AP", _task_labels(t))] * 2
+        rows += [("Frontal", "AP", _task_labels(t, {"Support Devices": "1.0"}))] * 2
+    root = make_chexpert(tmp_path, cxr, rows)
+    loose, _ = run("chexpert-5x200", root, per_class=3)
+    assert (loose["Support Devices"] == 1).any()
+    strict, _ = run("chexpert-5x200", root, per_class=1, strict=True)
+    assert len(strict) == 5 and not (strict["Support Devices"] == 1).any()
+    with pytest.raises(UserError, match="only 1 frontal"):
+        run("chexpert-5x200", root, per_class=2, strict=True)
+
+
+def test_mimic_reports_from_the_distributed_zip(tmp_path, cxr, stub_labeler):
+    import shutil
+    import zipfile
+
+    root = make_mimic(tmp_path / "jpg", cxr)
+    with zipfile.ZipFile(root / "mimic-cxr-reports.zip", "w") as z:
+        for txt in sorted((root / "files").rglob("s*.txt")):
+            z.write(txt, "mimic-cxr-reports/" + str(txt.relative_to(root)))
+            txt.unlink()
+    df, _ = run("mimic-cxr", root)
+    assert df.loc[0, "impression"] == "No acute cardiopulmonary process." and len(df) == 4
+    shutil.move(root / "mimic-cxr-reports.zip", tmp_path / "r.zip")
+    assert (
+        run("mimic-cxr", root, reports=str(tmp_path / "r.zip"))[0]["report"].tolist() == df["report"].tolist()
+    )
+    assert extract_sections("FINDINGS AND IMPRESSION: Clear lungs.") == ("Clear lungs.", "")

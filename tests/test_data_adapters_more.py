@@ -235,3 +235,8 @@ def test_generic_csv(tmp_path, cxr, stub_labeler):
     assert df.loc[0, "Cardiomegaly"] == 1 and df.loc[1, "No Finding"] == 1
     with pytest.raises(UserError, match=r"missing column\(s\) \['notes'\]"):
         run("csv", tmp_path, **{**opts, "report_col": "notes"})
+
+
+def test_kermany_kaggle_zip_layout(tmp_path, cxr):
+    make_kermany(tmp_path / "chest_xray" / "chest_xray", cxr)
+    assert len(run("kermany", tmp_path)[0]) == 8

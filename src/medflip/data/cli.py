@@ -56,6 +56,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="rsna-pneumonia: keep every image instead of balanced pneumonia vs normal",
     )
+    imp.add_argument(
+        "--strict",
+        action="store_true",
+        default=None,
+        help="chexpert-5x200: all other observations 0/blank, not only the other 4 tasks (GLoRIA)",
+    )
     imp.add_argument("--frontal-only", action="store_true", default=None, help="chexpert: drop lateral views")
     imp.add_argument("--classes", help="covid: comma-separated classes to keep (e.g. COVID,Normal)")
     imp.add_argument("--reports", help="mimic-cxr: folder of sNNN.txt reports; iu-xray: XML folder or tgz")

@@ -12,7 +12,8 @@ Splits: train.csv -> train, valid.csv -> val (official).
 CheXpert-5x200 (MedCLIP / GLoRIA protocol): from one split (``--split train`` default, the 234-image
 valid set is too small), frontal views only, for each of the 5 competition tasks ``--per-class`` (200)
 images positive (1) for that task and for no other competition task (the other four 0, blank, never -1),
-drawn with ``--seed``. ``class`` is the task name and ``split`` is "test".
+drawn with ``--seed``. ``class`` is the task name and ``split`` is "test". ``--strict`` follows GLoRIA's
+stricter reading: all 12 other observations (No Finding aside) must be 0 or blank too.
 """
 
 from __future__ import annotations
@@ -108,18 +109,25 @@ def run_5x200(ctx: ImportContext) -> pd.DataFrame:
         raise UserError(f"--split must be train or val for chexpert-5x200, got {split!r}")
     ctx.options["uncertain"] = "keep"
     df = read_split(ctx, csv_name)
-    return select_5x200(df, int(ctx.opt("per_class", 200)), int(ctx.opt("seed", 0)))
+    strict = bool(ctx.opt("strict", False))
+    return select_5x200(df, int(ctx.opt("per_class", 200)), int(ctx.opt("seed", 0)), strict)
 
 
-def select_5x200(df: pd.DataFrame, per_class: int, seed: int) -> pd.DataFrame:
-    """The per-task selection (see module docstring); raises if a task has too few candidates."""
+def select_5x200(df: pd.DataFrame, per_class: int, seed: int, strict: bool = False) -> pd.DataFrame:
+    """The per-task selection (see module docstring); raises if a task has too few candidates.
+
+    strict: GLoRIA's stricter reading: every other observation except No Finding (not only the other four
+    competition tasks) must be 0 or blank.
+    """
     frontal = df[df["view"] != "LATERAL"]
-    tasks = frontal[list(COMPETITION_TASKS)].astype("Float64").to_numpy(dtype=float, na_value=np.nan)
+    cols = [o for o in OBSERVATIONS if o != "No Finding"] if strict else list(COMPETITION_TASKS)
+    values = frontal[cols].astype("Float64").to_numpy(dtype=float, na_value=np.nan)
     rng = np.random.default_rng(seed)
     picked = []
-    for k, task in enumerate(COMPETITION_TASKS):
-        others = np.delete(tasks, k, axis=1)
-        ok = (tasks[:, k] == 1) & np.all(np.isnan(others) | (others == 0), axis=1)
+    for task in COMPETITION_TASKS:
+        k = cols.index(task)
+        others = np.delete(values, k, axis=1)
+        ok = (values[:, k] == 1) & np.all(np.isnan(others) | (others == 0), axis=1)
         idx = frontal.index.to_numpy()[ok]
         if len(idx) < per_class:
             raise UserError(

@@ -16,6 +16,7 @@ are different people this only makes groups larger, which can never leak a patie
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pandas as pd
 
@@ -33,11 +34,20 @@ def patient_of(name: str) -> str:
     return m.group(1).lower() if m and m.re is _PERSON else (m.group(1).upper() if m else "")
 
 
+def dataset_root(root: Path) -> Path:
+    """ROOT itself, or the Kaggle zip's ``chest_xray/`` (possibly nested twice) below it."""
+    for cand in (root, root / "chest_xray", root / "chest_xray" / "chest_xray"):
+        if any((cand / d / c).is_dir() for d in SPLIT_DIRS for c in CLASSES):
+            return cand
+    return root
+
+
 def run(ctx: ImportContext) -> pd.DataFrame:
     rows = []
+    root = dataset_root(ctx.root)
     for folder, split in SPLIT_DIRS.items():
         for cls in CLASSES:
-            for path in list_images(ctx.root / folder / cls):
+            for path in list_images(root / folder / cls):
                 patient = patient_of(path.name)
                 if not patient:
                     ctx.rejects.bad(

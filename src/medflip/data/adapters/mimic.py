@@ -3,7 +3,8 @@
 Layout (PhysioNet, unchanged): ``ROOT/files/pNN/pXXXXXXXX/sYYYYYYYY/<dicom_id>.jpg`` and
 ``ROOT/mimic-cxr-2.0.0-{metadata,split,chexpert}.csv[.gz]``. Reports (``sYYYYYYYY.txt`` from
 mimic-cxr-reports.zip) are looked up at ``REPORTS/files/pNN/pXXXXXXXX/sYYYYYYYY.txt`` or
-``REPORTS/pNN/pXXXXXXXX/sYYYYYYYY.txt``, with REPORTS = ``--reports`` or ROOT.
+``REPORTS/pNN/pXXXXXXXX/sYYYYYYYY.txt``, with REPORTS = ``--reports`` or ROOT; REPORTS may also be the
+distributed ``mimic-cxr-reports.zip`` (read in place; found automatically in ROOT).
 
 - Labels: the study's row in -chexpert.csv (the official CheXpert-labeler output); studies missing from
   it are labeled from their report by medflip's labeler (SPEC §4).
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import re
 import sys
+import zipfile
 from pathlib import Path
 
 import pandas as pd
@@ -35,6 +37,7 @@ from medflip.observations import OBSERVATIONS
 
 PREFIX = "mimic-cxr-2.0.0-"
 _HEADER = re.compile(r"^\s*([A-Z][A-Z &/()-]{2,}):", re.M)
+_REPORT_NAME = re.compile(r"(?:^|/)s(\d+)\.txt$")
 SPLIT_NAMES = {"train": "train", "validate": "val", "val": "val", "test": "test"}
 
 
@@ -45,7 +48,7 @@ def extract_sections(text: str) -> tuple[str, str]:
     for k, m in enumerate(heads):
         end = heads[k + 1].start() if k + 1 < len(heads) else len(text)
         sections.setdefault(m.group(1).strip(), " ".join(text[m.end() : end].split()))
-    findings = sections.get("FINDINGS", "")
+    findings = sections.get("FINDINGS", "") or sections.get("FINDINGS AND IMPRESSION", "")
     impression = sections.get("IMPRESSION", "") or sections.get("CONCLUSION", "")
     if not findings and not impression:
         paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n", text) if p.strip()]
@@ -56,14 +59,38 @@ def extract_sections(text: str) -> tuple[str, str]:
     return findings, impression
 
 
-def _report_path(base: Path, subject: str, study: str) -> Path | None:
-    for cand in (
-        base / "files" / f"p{subject[:2]}" / f"p{subject}" / f"s{study}.txt",
-        base / f"p{subject[:2]}" / f"p{subject}" / f"s{study}.txt",
-    ):
-        if cand.is_file():
-            return cand
-    return None
+class ReportSource:
+    """sNNNNNNNN.txt reports from an extracted folder or the distributed ``mimic-cxr-reports.zip``."""
+
+    def __init__(self, base: Path) -> None:
+        self.base, self.zip, self.index = base, None, {}
+        self.available = base.is_dir() and (
+            any((base / "files").glob("p*/p*/s*.txt")) or any(base.glob("p*/p*/s*.txt"))
+        )
+        if not self.available and base.is_dir() and (base / "mimic-cxr-reports.zip").is_file():
+            base = self.base = base / "mimic-cxr-reports.zip"
+        if base.is_file() and base.suffix == ".zip":
+            try:
+                self.zip = zipfile.ZipFile(base)
+            except (zipfile.BadZipFile, OSError) as e:
+                raise UserError(f"cannot read MIMIC-CXR reports archive {base}: {e}") from e
+            for name in self.zip.namelist():
+                m = _REPORT_NAME.search(name)
+                if m:
+                    self.index[m.group(1)] = name
+            self.available = bool(self.index)
+
+    def read(self, subject: str, study: str) -> str | None:
+        if self.zip is not None:
+            name = self.index.get(study)
+            return self.zip.read(name).decode("utf-8", errors="replace") if name else None
+        for cand in (
+            self.base / "files" / f"p{subject[:2]}" / f"p{subject}" / f"s{study}.txt",
+            self.base / f"p{subject[:2]}" / f"p{subject}" / f"s{study}.txt",
+        ):
+            if cand.is_file():
+                return cand.read_text(errors="replace")
+        return None
 
 
 def run(ctx: ImportContext) -> pd.DataFrame:
@@ -85,9 +112,8 @@ def run(ctx: ImportContext) -> pd.DataFrame:
                 o: parse_label(rec[o], chex_p, i, o, ctx.rejects) for o in OBSERVATIONS
             }
     reports_base = Path(ctx.opt("reports", root))
-    have_reports = any((reports_base / "files").glob("p*/p*/s*.txt")) or any(
-        reports_base.glob("p*/p*/s*.txt")
-    )
+    reports = ReportSource(reports_base)
+    have_reports = reports.available
     if not have_reports:
         print(
             f"note: no MIMIC-CXR reports (sNNNNNNNN.txt) under {reports_base}; importing images without text",
@@ -108,8 +134,8 @@ def run(ctx: ImportContext) -> pd.DataFrame:
         findings = impression = ""
         if have_reports:
             if study not in texts:
-                rp = _report_path(reports_base, subject, study)
-                texts[study] = extract_sections(rp.read_text(errors="replace")) if rp else None
+                raw = reports.read(subject, study)
+                texts[study] = extract_sections(raw) if raw is not None else None
             sec = texts[study]
             if sec is None or not (sec[0] or sec[1]):
                 why = "report missing" if sec is None else "report has no findings or impression"
