@@ -92,3 +92,23 @@ def test_load_square_uses_jpeg_draft_but_keeps_size(tmp_path, cxr):
     assert out.shape == (224, 224) and out.dtype == np.uint8
     # landscape 1024 x 768 -> 224 x 168, padded rows 28 above and below
     assert (out[:28] == 0).all() and out[28:196].mean() > 20
+
+
+def test_dicom_voi_lut_sequence_and_multivalued_window(tmp_path, cxr):
+    import pydicom
+    from pydicom.dataset import Dataset
+
+    p = cxr.dicom(tmp_path / "lut.dcm", np.array([[0, 1], [2, 3]]))
+    ds = pydicom.dcmread(p)
+    item = Dataset()
+    item.LUTDescriptor = [4, 0, 16]  # 4 entries, first input value 0, 16-bit output
+    item.add_new(0x00283006, "US", [0, 40, 120, 200])  # LUTData
+    ds.VOILUTSequence = [item]
+    ds.save_as(p)
+    # LUT output [0, 40, 120, 200], stretched to 0..255: 40 * 255 / 200 = 51, 120 * 255 / 200 = 153
+    assert load_grayscale(p).tolist() == [[0, 51], [153, 255]]
+    q = cxr.dicom(tmp_path / "w.dcm", RAW, slope=2, intercept=-100)
+    ds = pydicom.dcmread(q)
+    ds.WindowCenter, ds.WindowWidth = [200, 0], [401, 1000]  # the first pair is the default presentation
+    ds.save_as(q)
+    assert load_grayscale(q).tolist() == [[0, 64], [192, 255]]

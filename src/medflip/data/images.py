@@ -80,9 +80,12 @@ def dicom_to_uint8(ds: object) -> np.ndarray:
         return np.asarray(Image.fromarray(rgb.astype(np.uint8)).convert("L"))
     if arr.ndim == 3:  # multi-frame: the first frame
         arr = arr[0]
-    x = apply_modality_lut(arr, ds).astype(np.float64)
+    m = apply_modality_lut(arr, ds)
+    x = m.astype(np.float64)
     if "VOILUTSequence" in ds:  # type: ignore[operator]
-        out = _stretch(apply_voi_lut(x, ds))
+        # a LUT is indexed by stored integers: give it integers (pydicom warns, rightly, on float input)
+        ints = m if np.issubdtype(m.dtype, np.integer) else np.rint(m).astype(np.int64)
+        out = _stretch(apply_voi_lut(ints, ds))
     elif getattr(ds, "WindowCenter", None) is not None and getattr(ds, "WindowWidth", None) is not None:
         c, w = _first(ds.WindowCenter), max(_first(ds.WindowWidth), 1.0)  # type: ignore[attr-defined]
         y = ((x - (c - 0.5)) / (w - 1.0) + 0.5) if w > 1 else (x >= c).astype(np.float64)
