@@ -73,8 +73,10 @@ def test_rebuild_is_a_no_op_and_other_manifest_needs_overwrite(tmp_path, cxr):
     assert (tmp_path / "c" / "train.npy").stat().st_mtime_ns == before
     with pytest.raises(UserError, match="--overwrite"):
         build_cache(m, tmp_path / "c", size=24, workers=0, progress=False)
+    (tmp_path / "c" / "notes.csv").write_text("mine\n")  # a user's file in the cache folder survives
     res = build_cache(m, tmp_path / "c", size=24, workers=0, progress=False, overwrite=True)
     assert res.built == 6 and open_cache(tmp_path / "c", "train").images.shape[1:] == (24, 24)
+    assert (tmp_path / "c" / "notes.csv").read_text() == "mine\n"
 
 
 def test_interrupted_build_resumes(tmp_path, cxr, monkeypatch):

@@ -140,8 +140,17 @@ def _write_meta(out: Path, meta: dict) -> None:
 
 
 def _wipe(out: Path) -> None:
-    for p in out.iterdir():
-        if p.suffix in (".npy", ".json", ".csv", ".tmp") and p.is_file():
+    """Remove only files this module writes (the folder may hold the user's own files, e.g. the manifest)."""
+    splits = {p.name[: -len(".rows.csv")] for p in out.glob("*.rows.csv")}
+    splits |= {p.name.split(".")[0] for p in out.glob("*.building.npy")}
+    doomed = [out / "meta.json", out / "meta.tmp", out / "rejects.csv", out / "rejects.partial.csv"]
+    for s in splits:
+        doomed += [
+            out / f"{s}{suffix}"
+            for suffix in (".npy", ".rows.csv", ".building.npy", ".status.npy", ".tmp.npy")
+        ]
+    for p in doomed:
+        if p.is_file():
             p.unlink()
 
 
