@@ -57,7 +57,9 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     unknown = sorted(set(data) - set(types_))
     if unknown:
         valid = ", ".join(sorted(types_))
-        raise UserError(f"unknown config key(s) {', '.join(prefix + k for k in unknown)}; valid keys here: {valid}")
+        raise UserError(
+            f"unknown config key(s) {', '.join(prefix + k for k in unknown)}; valid keys here: {valid}"
+        )
     kwargs = {}
     for name, value in data.items():
         tp = types_[name]
@@ -113,7 +115,9 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
     group = parser.add_argument_group("config (override any key)")
     for dotted, _tp, default in _leaves(cls):
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        group.add_argument(f"--{dotted}", dest=f"cfg:{dotted}", default=None, metavar="V", help=f"default: {shown}")
+        group.add_argument(
+            f"--{dotted}", dest=f"cfg:{dotted}", default=None, metavar="V", help=f"default: {shown}"
+        )
 
 
 def config_from_args(cls: type[T], args: argparse.Namespace) -> T:

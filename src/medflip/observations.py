@@ -29,7 +29,13 @@ OBSERVATIONS: tuple[str, ...] = (
     "Support Devices",
 )
 NUM_OBSERVATIONS = len(OBSERVATIONS)
-COMPETITION_TASKS: tuple[str, ...] = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
+COMPETITION_TASKS: tuple[str, ...] = (
+    "Atelectasis",
+    "Cardiomegaly",
+    "Consolidation",
+    "Edema",
+    "Pleural Effusion",
+)
 UNCERTAIN_POLICIES = ("positive", "negative", "ignore")
 
 

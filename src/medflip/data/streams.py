@@ -53,7 +53,9 @@ class TextCorpus:
             rep_labels.append(result.vector(uncertain))
         return cls(list(reports), sentences, sent_labels, np.stack(rep_labels).astype(np.float32))
 
-    def draw(self, report_ids: np.ndarray, rng: np.random.Generator, mode: str) -> tuple[list[str], np.ndarray]:
+    def draw(
+        self, report_ids: np.ndarray, rng: np.random.Generator, mode: str
+    ) -> tuple[list[str], np.ndarray]:
         """mode "sentence": one random sentence of each report (sentence labels); "report": the whole report."""
         if mode == "report":
             return [self.reports[r] for r in report_ids], self.report_labels[report_ids]
@@ -95,7 +97,9 @@ class DecoupledBatches:
         if len(images) != len(image_labels):
             raise ValueError(f"{len(images)} images but {len(image_labels)} label rows")
         if paired and len(corpus) != len(images):
-            raise ValueError(f"paired mode needs one report per image: {len(images)} images, {len(corpus)} reports")
+            raise ValueError(
+                f"paired mode needs one report per image: {len(images)} images, {len(corpus)} reports"
+            )
         if min(len(images), len(corpus)) < batch_size:
             raise ValueError(
                 f"batch_size {batch_size} is larger than the data: {len(images)} images, {len(corpus)} reports"

@@ -10,7 +10,9 @@ import torch
 import torch.nn.functional as F
 
 
-def label_similarity(image_labels: torch.Tensor, text_labels: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+def label_similarity(
+    image_labels: torch.Tensor, text_labels: torch.Tensor, eps: float = 1e-8
+) -> torch.Tensor:
     """Cosine similarity of label vectors: [N, K], [M, K] -> s [N, M] in [0, 1].
 
     An all-zero label vector has similarity 0 to everything (its norm is clamped by eps, not divided by 0).
@@ -41,9 +43,14 @@ def soft_targets(
     return s, y, y_t
 
 
+def _fp32_or_better(x: torch.Tensor) -> torch.Tensor:
+    """Losses run in float32 under bf16 autocast, and keep float64 when given it (gradcheck)."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """mean_i  -sum_j targets_ij * log_softmax_j(logits_ij)."""
-    return -(targets * F.log_softmax(logits.float(), dim=1)).sum(1).mean()
+    return -(targets * F.log_softmax(_fp32_or_better(logits), dim=1)).sum(1).mean()
 
 
 def semantic_matching_loss(logits: torch.Tensor, y: torch.Tensor, y_t: torch.Tensor) -> torch.Tensor:
@@ -58,11 +65,11 @@ def negative_suppression_loss(logits: torch.Tensor, s: torch.Tensor) -> torch.Te
     label dissimilarity (1 - s) leaves false negatives (same findings, different study) alone.
     p is clamped at 1 - 1e-6 so log(1 - p) stays finite when a logit dominates its row.
     """
-    z = logits.float()
+    z = _fp32_or_better(logits)
     n, m = z.shape
     p = F.softmax(z, dim=1)
     log_one_minus_p = torch.log1p(-p.clamp(max=1 - 1e-6))
-    weight = (1.0 - s.to(z.device).float()).clamp(min=0.0)
+    weight = (1.0 - s.to(z)).clamp(min=0.0)
     if n == m:
-        weight = weight * (1.0 - torch.eye(n, device=z.device))
+        weight = weight * (1.0 - torch.eye(n, device=z.device, dtype=z.dtype))
     return -(weight * log_one_minus_p).sum() / n

@@ -24,7 +24,9 @@ _CHUNK_ELEMENTS = 1 << 25  # ~128 MB of float32 per chunk of the similarity tens
 
 
 @torch.no_grad()
-def _top_vectors(p: torch.Tensor, t: torch.Tensor, text_side: bool, squarings: int, polish: int) -> torch.Tensor:
+def _top_vectors(
+    p: torch.Tensor, t: torch.Tensor, text_side: bool, squarings: int, polish: int
+) -> torch.Tensor:
     """p: [N, V, E], t: [M, L, E] (padding zeroed) -> unit top singular vectors [N, M, L] (text side) or [N, M, V]."""
     n, v_len, _ = p.shape
     m, l_len, _ = t.shape

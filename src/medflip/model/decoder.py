@@ -20,7 +20,9 @@ def patchify(images: torch.Tensor, patch: int) -> torch.Tensor:
 
 
 class MAEDecoder(nn.Module):
-    def __init__(self, width: int, num_patches: int, patch: int, in_chans: int, dim: int = 192, depth: int = 2):
+    def __init__(
+        self, width: int, num_patches: int, patch: int, in_chans: int, dim: int = 192, depth: int = 2
+    ):
         super().__init__()
         self.patch = patch
         self.embed = nn.Linear(width, dim)

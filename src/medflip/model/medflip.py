@@ -109,7 +109,11 @@ class MedFLIP(nn.Module):
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         """Pad to the longest text in the batch (not a fixed length): short report sentences stay cheap."""
         enc = self.tokenizer(
-            list(texts), padding="longest", truncation=True, max_length=self.cfg.text.max_length, return_tensors="pt"
+            list(texts),
+            padding="longest",
+            truncation=True,
+            max_length=self.cfg.text.max_length,
+            return_tensors="pt",
         )
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
@@ -169,7 +173,11 @@ class MedFLIP(nn.Module):
         meta = read_model_config(directory)
         cfg = ModelConfig.from_dict(meta["config"])
         text_dir = directory / TEXT_DIR
-        model = cls(cfg, _text_hf_config=AutoConfig.from_pretrained(text_dir), _tokenizer=AutoTokenizer.from_pretrained(text_dir))
+        model = cls(
+            cfg,
+            _text_hf_config=AutoConfig.from_pretrained(text_dir),
+            _tokenizer=AutoTokenizer.from_pretrained(text_dir),
+        )
         state = load_file(str(directory / WEIGHTS_NAME), device=str(map_location))
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
@@ -191,5 +199,7 @@ def read_model_config(directory: Path) -> dict:
     except json.JSONDecodeError as e:
         raise UserError(f"{path} is not valid JSON: {e}") from e
     if not isinstance(meta, dict) or meta.get("architecture") != "MedFLIP" or "config" not in meta:
-        raise UserError(f"{directory} is not a medflip model folder ({CONFIG_NAME} has no MedFLIP architecture)")
+        raise UserError(
+            f"{directory} is not a medflip model folder ({CONFIG_NAME} has no MedFLIP architecture)"
+        )
     return meta

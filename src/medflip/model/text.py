@@ -76,7 +76,9 @@ class TextEncoder(nn.Module):
             for p in module.parameters():
                 p.requires_grad_(False)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """input_ids, attention_mask: [N, T] -> (mean-pooled [N, D], token features [N, T, D]).
 
         Padding is excluded from the pooling here and from the SVD loss by the caller's mask.

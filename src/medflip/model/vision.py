@@ -57,7 +57,9 @@ class MaskedViT(nn.Module):
         if cfg.patch_size != 16:
             raise UserError("vision.patch_size: only 16 is supported (ViT-*/16)")
         if cfg.image_size % cfg.patch_size:
-            raise UserError(f"vision.image_size={cfg.image_size} is not a multiple of the patch size {cfg.patch_size}")
+            raise UserError(
+                f"vision.image_size={cfg.image_size} is not a multiple of the patch size {cfg.patch_size}"
+            )
         self.cfg = cfg
         self.vit = timm.create_model(
             VIT_SIZES[cfg.size],
@@ -72,7 +74,9 @@ class MaskedViT(nn.Module):
         if cfg.checkpoint:
             load_vision_checkpoint(self, cfg.checkpoint)
 
-    def forward(self, images: torch.Tensor, mask_ratio: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, images: torch.Tensor, mask_ratio: float = 0.0
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """images: [N, C, H, W] -> (pooled [N, D], visible patch tokens [N, L_keep, D], ids_keep [N, L_keep] or None).
 
         Masking is applied only in training mode; evaluation always sees every patch.
@@ -141,5 +145,7 @@ def load_vision_checkpoint(model: MaskedViT, path: str | Path) -> tuple[list[str
         )
     result = vit.load_state_dict(cleaned, strict=False)
     if len(result.missing_keys) > len(vit.state_dict()) // 2:
-        raise UserError(f"{path} does not look like a ViT checkpoint: {len(result.missing_keys)} keys missing")
+        raise UserError(
+            f"{path} does not look like a ViT checkpoint: {len(result.missing_keys)} keys missing"
+        )
     return list(result.missing_keys), list(result.unexpected_keys)

@@ -20,7 +20,20 @@ from medflip.train.checkpoint import latest_checkpoint, load_trainer_state, save
 from medflip.train.config import PretrainConfig
 from medflip.train.distributed import gather_no_grad, gather_with_grad, init_distributed
 
-LOG_COLUMNS = ["step", "epoch", "elapsed_s", "lr", "loss", "sm", "neg", "svd", "recon", "mlm", "logit_scale", "pairs_per_s"]
+LOG_COLUMNS = [
+    "step",
+    "epoch",
+    "elapsed_s",
+    "lr",
+    "loss",
+    "sm",
+    "neg",
+    "svd",
+    "recon",
+    "mlm",
+    "logit_scale",
+    "pairs_per_s",
+]
 
 
 class TrainingDiverged(UserError):
@@ -60,7 +73,11 @@ def build_optimizer(model: MedFLIP, cfg) -> torch.optim.AdamW:
         decay = p.ndim >= 2 and not any(k in name for k in no_decay_names)
         groups.setdefault((is_text, decay), []).append(p)
     param_groups = [
-        {"params": ps, "lr": cfg.text_lr if is_text else cfg.lr, "weight_decay": cfg.weight_decay if decay else 0.0}
+        {
+            "params": ps,
+            "lr": cfg.text_lr if is_text else cfg.lr,
+            "weight_decay": cfg.weight_decay if decay else 0.0,
+        }
         for (is_text, decay), ps in sorted(groups.items())
     ]
     return torch.optim.AdamW(param_groups, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
@@ -103,7 +120,9 @@ def train_step_losses(
     mlm_targets = None
     if cfg.train.text_mask_ratio > 0:
         gen = torch.Generator().manual_seed(cfg.train.seed * 1_000_003 + step)
-        input_ids, mlm_targets = mask_text_tokens(input_ids, attn, cfg.train.text_mask_ratio, core.tokenizer, gen)
+        input_ids, mlm_targets = mask_text_tokens(
+            input_ids, attn, cfg.train.text_mask_ratio, core.tokenizer, gen
+        )
     with autocast_context(device, cfg.train.precision):
         out = model(batch.images, input_ids, attn, mask_ratio=mask_ratio, return_tokens=lc.beta_svd > 0)
     img_labels = batch.image_labels.to(device)
@@ -129,7 +148,9 @@ def train_step_losses(
     if mlm_targets is not None and core.mlm is not None and lc.mlm_weight > 0:
         sel = mlm_targets != -100
         if sel.any():
-            logits = core.mlm(out.text_hidden[sel].float(), core.text.model.embeddings.word_embeddings.weight.float())
+            logits = core.mlm(
+                out.text_hidden[sel].float(), core.text.model.embeddings.word_embeddings.weight.float()
+            )
             terms["mlm"] = torch.nn.functional.cross_entropy(logits, mlm_targets[sel])
             total = total + lc.mlm_weight * terms["mlm"]
     terms["loss"] = total
@@ -143,7 +164,9 @@ class MetricLog:
     def __init__(self, path: Path, resume_step: int | None):
         self.path = path
         rows = []
-        if resume_step is not None and path.is_file():  # drop rows an interrupted run logged past the checkpoint
+        if (
+            resume_step is not None and path.is_file()
+        ):  # drop rows an interrupted run logged past the checkpoint
             with path.open() as f:
                 rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
         with path.open("w", newline="") as f:
@@ -167,7 +190,11 @@ class MetricLog:
 
 
 def pretrain(
-    model: MedFLIP, batches: DecoupledBatches, cfg: PretrainConfig, resume: bool = False, progress: bool = True
+    model: MedFLIP,
+    batches: DecoupledBatches,
+    cfg: PretrainConfig,
+    resume: bool = False,
+    progress: bool = True,
 ) -> Path:
     """Train `model` for cfg.train.steps on `batches`; returns the run folder (final model in run/model)."""
     from tqdm.auto import tqdm
@@ -197,8 +224,15 @@ def pretrain(
     def checkpoint(step: int) -> None:
         nonlocal last_good
         if rank == 0:
-            state = {"elapsed_s": elapsed, "epoch": batches.epoch_of(step), "seed": tc.seed, "config": dataclasses.asdict(cfg)}
-            last_good = save_checkpoint(run_dir, step, model, optimizer, scheduler, state, tc.keep_checkpoints)
+            state = {
+                "elapsed_s": elapsed,
+                "epoch": batches.epoch_of(step),
+                "seed": tc.seed,
+                "config": dataclasses.asdict(cfg),
+            }
+            last_good = save_checkpoint(
+                run_dir, step, model, optimizer, scheduler, state, tc.keep_checkpoints
+            )
 
     bar = tqdm(total=tc.steps, initial=start, disable=not progress or rank != 0, desc="pretrain", unit="step")
     pairs_per_s = 0.0
@@ -210,8 +244,10 @@ def pretrain(
         loss = terms["loss"]
         if not torch.isfinite(loss):
             bar.close()
-            values = {k: round(float(v), 4) for k, v in terms.items()}
-            where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
+            values = {k: round(float(v.detach()), 4) for k, v in terms.items()}
+            where = (
+                f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
+            )
             raise TrainingDiverged(f"loss is not finite at step {step} ({values}); training stopped; {where}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -229,8 +265,13 @@ def pretrain(
         bar.update(1)
         if done % tc.log_every == 0 or done == tc.steps:
             row = {k: round(float(v.detach()), 5) for k, v in terms.items()}
-            row.update(step=done, epoch=batches.epoch_of(step), elapsed_s=round(elapsed, 3),
-                       lr=optimizer.param_groups[0]["lr"], pairs_per_s=round(pairs_per_s, 2))
+            row.update(
+                step=done,
+                epoch=batches.epoch_of(step),
+                elapsed_s=round(elapsed, 3),
+                lr=optimizer.param_groups[0]["lr"],
+                pairs_per_s=round(pairs_per_s, 2),
+            )
             bar.set_postfix(loss=f"{row['loss']:.3f}", pairs_s=f"{pairs_per_s:.1f}")
             if log is not None:
                 log.write(row)
