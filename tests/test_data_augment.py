@@ -73,3 +73,17 @@ def test_same_generator_same_batch_and_generator_advances():
     g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
     a, b = augment_batch(x, 32, g1), augment_batch(x, 32, g2)
     assert torch.equal(a, b) and not torch.equal(augment_batch(x, 32, g1), a)
+
+
+def test_result_does_not_depend_on_thread_count():
+    x = torch.randint(0, 256, (100, 1, 50, 60), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = augment_batch(x, 48, torch.Generator().manual_seed(5))
+        torch.set_num_threads(2)
+        two = augment_batch(x, 48, torch.Generator().manual_seed(5))
+        assert torch.get_num_threads() == 2  # the worker pool does not change the caller's setting
+    finally:
+        torch.set_num_threads(old)
+    assert torch.equal(one, two)
