@@ -112,3 +112,33 @@ def test_dicom_voi_lut_sequence_and_multivalued_window(tmp_path, cxr):
     ds.WindowCenter, ds.WindowWidth = [200, 0], [401, 1000]  # the first pair is the default presentation
     ds.save_as(q)
     assert load_grayscale(q).tolist() == [[0, 64], [192, 255]]
+
+
+def test_jpeg_compressed_dicom_decodes(tmp_path):
+    """RSNA-style DICOMs carry JPEG-baseline pixel data; pydicom decodes them through Pillow."""
+    import io
+
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit, SecondaryCaptureImageStorage, generate_uid
+
+    a = (np.arange(48 * 64).reshape(48, 64) % 256).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, "JPEG", quality=95)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = (
+        SecondaryCaptureImageStorage,
+        generate_uid(),
+    )
+    meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = 48, 64, 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = encapsulate([buf.getvalue()])
+    ds["PixelData"].VR = "OB"
+    ds.save_as(tmp_path / "c.dcm", enforce_file_format=True)
+    out = load_grayscale(tmp_path / "c.dcm")
+    assert out.shape == (48, 64) and np.abs(out.astype(int) - a).max() <= 3
