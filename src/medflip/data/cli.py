@@ -135,6 +135,10 @@ def cmd_import(args: argparse.Namespace) -> int:
 
     if not args.root.exists():
         raise UserError(f"--root does not exist: {args.root}")
+    if args.out.suffix.lower() in (".parquet", ".pq"):
+        from medflip.data.manifest import _require_pyarrow
+
+        _require_pyarrow(args.out)  # fail before a long import, not after
     ctx = ImportContext(root=args.root.resolve(), rejects=Rejects(args.skip_bad), options=_options(args))
     df = conform(get_adapter(args.name)(ctx))
     write_manifest(df, args.out)
