@@ -1,0 +1,541 @@
+"""`medflip eval ...`: zero-shot, retrieval, linear probe, fine-tuning, data/time efficiency.
+
+  zeroshot     zero-shot classification with prompt ensembles
+  retrieval    image<->text retrieval, Precision@K by category
+  probe        linear probe on frozen image features, at data fractions
+  finetune     fine-tuning of the image encoder + a linear head, at data fractions
+  efficiency   zero-shot accuracy vs pre-training wall-clock / number of pre-training images
+
+Every command validates its inputs (model folder, split, labels that fit the task) before any work,
+and writes --json, a Markdown table and plots into --out when given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from medflip.errors import UserError
+from medflip.observations import COMPETITION_TASKS, OBSERVATIONS
+
+NORMAL_CLASS_NAMES = {"normal", "no finding", "no_finding", "negative"}
+
+
+def chexpert5_targets(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """values: raw labels [N, 14] (1/0/-1/NaN) -> (y [n] index into COMPETITION_TASKS, kept rows [n]).
+
+    A row counts when exactly one of the five competition tasks is positive (the CheXpert-5x200 rule).
+    """
+    sub = values[:, [OBSERVATIONS.index(c) for c in COMPETITION_TASKS]] == 1
+    keep = np.flatnonzero(sub.sum(1) == 1)
+    return sub[keep].argmax(1), keep
+
+
+def binary_targets(values: np.ndarray, classes: np.ndarray, positive: str) -> tuple[np.ndarray, np.ndarray]:
+    """Positive vs normal. Positive: the label column `positive` is 1 (or, for names outside the 14
+    observations such as COVID-19, the `class` column equals it). Normal: No Finding is 1 (or class is
+    normal). Returns (y [n] 0 = normal / 1 = positive, kept rows)."""
+    cls = np.char.lower(np.asarray(classes, dtype=str))
+    if positive in OBSERVATIONS:
+        pos = values[:, OBSERVATIONS.index(positive)] == 1
+    else:
+        pos = cls == positive.lower()
+    normal = (
+        (values[:, OBSERVATIONS.index("No Finding")] == 1) | np.isin(cls, list(NORMAL_CLASS_NAMES))
+    ) & ~pos
+    keep = np.flatnonzero(pos | normal)
+    return pos[keep].astype(int), keep
+
+
+def resolve_task(rows, task: str, positive: str | None) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(class names, y, kept row indices) for a task on a cache split; clear errors when labels do not fit."""
+    from medflip.data.manifest import label_values
+
+    values = label_values(rows)
+    if task == "chexpert5":
+        names = list(COMPETITION_TASKS)
+        y, keep = chexpert5_targets(values)
+    elif task == "binary":
+        if not positive:
+            raise UserError("--task binary needs --positive CLASS (e.g. Pneumonia, COVID-19)")
+        names = ["Normal", positive]
+        y, keep = binary_targets(values, rows["class"].fillna("").to_numpy(), positive)
+    else:
+        raise UserError(f"unknown task {task!r}: use chexpert5 or binary")
+    counts = np.bincount(y, minlength=len(names)) if len(y) else np.zeros(len(names), int)
+    empty = [n for n, c in zip(names, counts) if c == 0]
+    if empty:
+        raise UserError(
+            f"task {task}: no images of class(es) {', '.join(empty)} in this split ({len(rows)} rows)"
+        )
+    skipped = len(rows) - len(keep)
+    if skipped:
+        print(
+            f"task {task}: {len(keep)} of {len(rows)} images fit the task; {skipped} skipped (not exactly one class)"
+        )
+    return names, y, keep
+
+
+def _open_split(cache_dir, split: str):
+    from medflip.data.cache import open_cache
+
+    cache = open_cache(cache_dir, split)
+    if len(cache) == 0:
+        raise UserError(f"split {split!r} of {cache_dir} is empty")
+    return cache
+
+
+def _load(args):
+    """Validate model folder and cache split first (cheap), then load the model."""
+    from medflip.model.medflip import read_model_config
+
+    read_model_config(Path(args.model))
+    return _open_split(args.cache, args.split)
+
+
+def _task_images(cache, keep):
+    """The task's rows of a cache split, read lazily from the memory map."""
+    from medflip.evaluate.supervised import IndexedImages
+
+    return IndexedImages(cache.images, keep)
+
+
+def _write_outputs(args, name: str, metrics: dict, table: str) -> None:
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(metrics, indent=2))
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"{name}.json").write_text(json.dumps(metrics, indent=2))
+        (out / f"{name}.md").write_text(table + "\n")
+    print(table)
+
+
+def _fmt(metrics: dict, key: str) -> str:
+    lo, hi = metrics["ci95"][key]
+    return f"{metrics[key]:.3f} ({lo:.3f}-{hi:.3f})"
+
+
+def _zeroshot(args) -> int:
+    from medflip.evaluate.plots import plot_confusion
+    from medflip.evaluate.prompts import binary_prompts, chexpert_prompts
+    from medflip.evaluate.zeroshot import encode_images, zero_shot
+    from medflip.model.medflip import MedFLIP
+    from medflip.train.loop import resolve_device
+
+    cache = _load(args)
+    names, y, keep = resolve_task(cache.rows, args.task, args.positive)
+    if args.task == "chexpert5":
+        prompts = chexpert_prompts(names, n_per_class=args.prompts_per_class, seed=args.seed)
+    else:
+        prompts = binary_prompts(args.positive)
+    model = MedFLIP.from_pretrained(args.model, map_location=resolve_device(args.device)).eval()
+    emb = encode_images(model, _task_images(cache, keep), batch_size=args.batch_size, progress=True)
+    m = zero_shot(model, None, y, prompts, image_embeds=emb, n_boot=args.bootstrap, seed=args.seed)
+    m.update(task=args.task, split=args.split, model=str(args.model), prompt_seed=args.seed)
+    table = "\n".join(
+        [
+            f"zero-shot {args.task} on {args.cache} [{args.split}], n = {m['n']}",
+            "",
+            "| metric | value (95% bootstrap CI) |",
+            "|---|---|",
+            *[f"| {k} | {_fmt(m, k)} |" for k in ("accuracy", "macro_f1", "auroc")],
+        ]
+    )
+    if args.out:
+        plot_confusion(
+            m["confusion"], m["classes"], Path(args.out) / "zeroshot_confusion.png", f"zero-shot {args.task}"
+        )
+    _write_outputs(args, "zeroshot", m, table)
+    return 0
+
+
+def _retrieval(args) -> int:
+    from medflip.data.streams import TextCorpus
+    from medflip.evaluate.zeroshot import encode_images, retrieval
+    from medflip.model.medflip import MedFLIP
+    from medflip.train.cli import load_text_reports
+    from medflip.train.loop import resolve_device
+
+    cache = _load(args)
+    names, y, keep = resolve_task(cache.rows, args.task, args.positive)
+    reports = (
+        cache.rows["report"].fillna("").tolist()
+        if args.texts == "paired"
+        else load_text_reports(args.texts, "report")
+    )
+    corpus = TextCorpus.from_reports([r for r in reports if r.strip()])
+    texts, cats = [], []
+    for sents, labs in zip(corpus.sentences, corpus.sentence_labels):
+        t_y, t_keep = (
+            chexpert5_targets(labs)
+            if args.task == "chexpert5"
+            else binary_targets(labs, np.array([""] * len(labs)), args.positive)
+        )
+        for k, c in zip(t_keep, t_y):
+            texts.append(sents[k])
+            cats.append(int(c))
+    if not texts:
+        raise UserError(f"no report sentence in {args.texts!r} names exactly one class of task {args.task}")
+    if args.max_texts and len(texts) > args.max_texts:
+        pick = np.sort(np.random.default_rng(args.seed).choice(len(texts), args.max_texts, replace=False))
+        texts, cats = [texts[i] for i in pick], [cats[i] for i in pick]
+    model = MedFLIP.from_pretrained(args.model, map_location=resolve_device(args.device)).eval()
+    img = encode_images(model, _task_images(cache, keep), batch_size=args.batch_size, progress=True)
+    txt = model.encode_text(texts).float().cpu()
+    m = retrieval(img, y, txt, np.array(cats))
+    m.update(task=args.task, split=args.split, classes=names, model=str(args.model))
+    rows = [
+        f"| {d} | "
+        + " | ".join(f"{m[d][f'p@{k}']:.3f}" for k in (1, 2, 5, 10))
+        + " | "
+        + " | ".join(f"{m[d][f'r@{k}']:.3f}" for k in (1, 5, 10))
+        + " |"
+        for d in ("image_to_text", "text_to_image")
+    ]
+    table = "\n".join(
+        [
+            f"retrieval {args.task}: {m['n_images']} images, {m['n_texts']} report sentences",
+            "",
+            "| direction | P@1 | P@2 | P@5 | P@10 | R@1 | R@5 | R@10 |",
+            "|---|---|---|---|---|---|---|---|",
+            *rows,
+        ]
+    )
+    _write_outputs(args, "retrieval", m, table)
+    return 0
+
+
+def _fractions(values: list[float]) -> list[float]:
+    bad = [f for f in values if not 0 < f <= 1]
+    if bad or not values:
+        raise UserError(f"--fractions must be in (0, 1] (e.g. 0.01 0.1 1), got {values}")
+    return sorted(set(values))
+
+
+def _supervised(args) -> int:
+    from medflip.evaluate.plots import plot_confusion
+    from medflip.evaluate.supervised import FinetuneConfig, plot_fractions, run_supervised
+    from medflip.model.medflip import MedFLIP
+    from medflip.train.loop import autocast_context, resolve_device
+
+    mode = args.eval_command
+    fractions = _fractions(args.fractions)
+    train_cache_dir = args.train_cache or args.cache
+    same = Path(train_cache_dir).resolve() == Path(args.cache).resolve() and args.train_split == args.split
+    if same:
+        raise UserError(
+            f"--train-split and --split are both {args.split!r} of {args.cache}: scores would be measured on "
+            "training images; pass another --split (or --train-cache)"
+        )
+    eval_cache = _load(args)
+    train_cache = _open_split(train_cache_dir, args.train_split)
+    print(f"training split {train_cache_dir} [{args.train_split}]:")
+    names, y_train, keep_train = resolve_task(train_cache.rows, args.task, args.positive)
+    print(f"evaluation split {args.cache} [{args.split}]:")
+    _, y_eval, keep_eval = resolve_task(eval_cache.rows, args.task, args.positive)
+    device = resolve_device(args.device)
+    with autocast_context(device, args.precision):
+        pass  # validates --precision before the model is loaded
+    model = MedFLIP.from_pretrained(args.model, map_location=device)
+    vision, size = model.vision, model.cfg.vision.image_size
+    del model  # only the image encoder is evaluated
+    ft = (
+        FinetuneConfig(
+            epochs=args.epochs,
+            min_steps=args.min_steps,
+            batch_size=args.train_batch_size,
+            lr=args.lr,
+            head_lr=args.head_lr,
+            weight_decay=args.weight_decay,
+            precision=args.precision,
+            augment=not args.no_augment,
+        )
+        if mode == "finetune"
+        else None
+    )
+    res = run_supervised(
+        mode,
+        vision,
+        size,
+        _task_images(train_cache, keep_train),
+        y_train,
+        _task_images(eval_cache, keep_eval),
+        y_eval,
+        names,
+        fractions=fractions,
+        device=device,
+        seed=args.seed,
+        n_boot=args.bootstrap,
+        batch_size=args.batch_size,
+        probe_c=None if mode != "probe" or args.C == "auto" else float(args.C),
+        finetune_cfg=ft,
+        progress=True,
+    )
+    res.update(
+        task=args.task,
+        model=str(args.model),
+        train=f"{train_cache_dir} [{args.train_split}]",
+        eval=f"{args.cache} [{args.split}]",
+        seed=args.seed,
+        finetune_config=vars(ft) if ft else None,
+    )
+    title = "linear probe" if mode == "probe" else "fine-tuning"
+    table = "\n".join(
+        [
+            f"{title} {args.task}: trained on {res['train']}, scored on {res['eval']} (n = {len(y_eval)})",
+            "",
+            "| data | training images | accuracy | macro-F1 | AUROC |",
+            "|---|---|---|---|---|",
+            *[
+                f"| {r['fraction'] * 100:g}% | {r['n_train']} | {_fmt(r, 'accuracy')} | {_fmt(r, 'macro_f1')} "
+                f"| {_fmt(r, 'auroc')} |"
+                for r in res["results"]
+            ],
+            "",
+            "values: metric (95% bootstrap CI)",
+        ]
+    )
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        plot_fractions(res, out / f"{mode}.png", f"{title} ({args.task})")
+        for r in res["results"]:
+            plot_confusion(
+                r["confusion"],
+                names,
+                out / f"{mode}_confusion_{r['fraction'] * 100:g}pct.png",
+                f"{title}, {r['fraction'] * 100:g}% data",
+            )
+    _write_outputs(args, mode, res, table)
+    return 0
+
+
+def _efficiency(args) -> int:
+    from medflip.evaluate import efficiency as eff
+    from medflip.evaluate.prompts import binary_prompts, chexpert_prompts
+    from medflip.train.loop import resolve_device
+
+    if not args.time_runs and not args.data_runs:
+        raise UserError(
+            "pass --time-runs (checkpoints vs wall-clock) and/or --data-runs (subset pre-trainings)"
+        )
+    if args.samples and not args.data_runs:
+        raise UserError("--samples goes with --data-runs")
+    time_plan = (
+        eff.validate_time_runs(eff.parse_runs(args.time_runs), args.max_checkpoints)
+        if args.time_runs
+        else None
+    )
+    data_plan = (
+        eff.validate_data_runs(eff.parse_runs(args.data_runs), args.samples) if args.data_runs else None
+    )
+    cache = _open_split(args.cache, args.split)
+    names, y, keep = resolve_task(cache.rows, args.task, args.positive)
+    if args.task == "chexpert5":
+        prompts = chexpert_prompts(names, n_per_class=args.prompts_per_class, seed=args.seed)
+    else:
+        prompts = binary_prompts(args.positive)
+    device = resolve_device(args.device)
+    images = _task_images(cache, keep)
+    kw = dict(device=device, batch_size=args.batch_size, n_boot=args.bootstrap, seed=args.seed, progress=True)
+    res: dict = {
+        "task": args.task,
+        "eval": f"{args.cache} [{args.split}]",
+        "n": int(len(y)),
+        "classes": names,
+        "prompt_seed": args.seed,
+        "prompts": prompts,
+    }
+    tables = []
+    out = Path(args.out) if args.out else None
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+    if time_plan:
+        res["time"] = eff.time_efficiency(time_plan, images, y, prompts, **kw)
+        tables += [
+            f"time efficiency: zero-shot {args.task} on {res['eval']} vs pre-training wall-clock",
+            "",
+            eff.time_table(res["time"]),
+            "",
+        ]
+        if out:
+            eff.plot_time(res["time"], out / "efficiency_time.png", f"time efficiency ({args.task})")
+            (out / "efficiency_time.md").write_text(eff.time_table(res["time"]) + "\n")
+    if data_plan:
+        res["data"] = eff.data_efficiency(data_plan, images, y, prompts, **kw)
+        tables += [
+            f"data efficiency: zero-shot {args.task} on {res['eval']} vs pre-training images",
+            "",
+            eff.data_table(res["data"]),
+            "",
+        ]
+        if out:
+            eff.plot_data(res["data"], out / "efficiency_data.png", f"data efficiency ({args.task})")
+            (out / "efficiency_data.md").write_text(eff.data_table(res["data"]) + "\n")
+    _write_outputs(args, "efficiency", res, "\n".join(tables).rstrip())
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a model: zero-shot, retrieval, probe, fine-tune, efficiency",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    evals = p.add_subparsers(dest="eval_command", metavar="EVAL")
+
+    def common(q):
+        q.add_argument(
+            "--model", required=True, help="model folder (save_pretrained / a run's model/ or checkpoint)"
+        )
+        q.add_argument("--cache", required=True, help="image cache folder (medflip data cache)")
+        q.add_argument("--split", default="test")
+        q.add_argument("--task", default="chexpert5", choices=["chexpert5", "binary"])
+        q.add_argument("--positive", help="positive class of a binary task (e.g. Pneumonia, COVID-19)")
+        q.add_argument("--seed", type=int, default=0, help="prompt sampling / bootstrap seed")
+        q.add_argument("--batch-size", type=int, default=64)
+        q.add_argument("--device", default="auto")
+        q.add_argument("--json", help="write the metrics here")
+        q.add_argument("--out", help="folder for the Markdown table, JSON and plots")
+
+    z = evals.add_parser("zeroshot", help="zero-shot classification (prompt ensembles)")
+    common(z)
+    z.add_argument("--prompts-per-class", type=int, default=10)
+    z.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
+    z.set_defaults(func=_zeroshot)
+    r = evals.add_parser("retrieval", help="image<->text retrieval, Precision@K / Recall@K by category")
+    common(r)
+    r.add_argument(
+        "--texts", default="paired", help="paired (the split's reports) | iu | CSV/JSONL with a report column"
+    )
+    r.add_argument(
+        "--max-texts", type=int, default=0, help="sample at most this many candidate sentences (0: all)"
+    )
+    r.set_defaults(func=_retrieval)
+
+    def supervised(q):
+        q.add_argument("--train-split", default="train", help="split the probe / fine-tuning trains on")
+        q.add_argument("--train-cache", help="cache of the training split (default: --cache)")
+        q.add_argument(
+            "--fractions",
+            type=float,
+            nargs="+",
+            default=[0.01, 0.1, 1.0],
+            help="fractions of the training split (class-stratified, seeded, >= 1 image per class)",
+        )
+        q.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
+        q.add_argument(
+            "--precision",
+            default="auto",
+            choices=["auto", "bf16", "fp32"],
+            help="auto: bf16 autocast on CUDA, fp32 elsewhere",
+        )
+
+    lp = evals.add_parser(
+        "probe",
+        help="linear probe on frozen image features at data fractions",
+        description="Logistic regression (scikit-learn, L-BFGS) on the frozen image encoder's "
+        "pooled features of --train-split, scored on --split.",
+    )
+    common(lp)
+    supervised(lp)
+    lp.add_argument("--C", default="auto", help="inverse L2 strength; auto: 3-fold CV over 1e-3..10")
+    lp.set_defaults(
+        func=_supervised,
+        epochs=0,
+        min_steps=0,
+        train_batch_size=0,
+        lr=0.0,
+        head_lr=0.0,
+        weight_decay=0.0,
+        no_augment=False,
+    )
+    ft = evals.add_parser(
+        "finetune",
+        help="fine-tune the image encoder + a linear head at data fractions",
+        description="Full fine-tuning (AdamW, warmup + cosine, augmentation) of the image "
+        "encoder with a linear head on --train-split, scored on --split.",
+    )
+    common(ft)
+    supervised(ft)
+    ft.add_argument("--epochs", type=int, default=5)
+    ft.add_argument("--min-steps", type=int, default=50, help="at least this many steps (small fractions)")
+    ft.add_argument("--train-batch-size", type=int, default=32)
+    ft.add_argument("--lr", type=float, default=1e-4, help="image encoder learning rate")
+    ft.add_argument("--head-lr", type=float, default=1e-3)
+    ft.add_argument("--weight-decay", type=float, default=0.05)
+    ft.add_argument("--no-augment", action="store_true")
+    ft.set_defaults(func=_supervised)
+
+    e = evals.add_parser(
+        "efficiency",
+        help="zero-shot accuracy vs pre-training wall-clock / number of pre-training images",
+        description=EFFICIENCY_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    e.add_argument(
+        "--time-runs",
+        nargs="+",
+        default=[],
+        metavar="[LABEL=]RUN",
+        help="run folders: every checkpoint is evaluated, x = its training wall-clock",
+    )
+    e.add_argument(
+        "--data-runs",
+        nargs="+",
+        default=[],
+        metavar="[LABEL=]RUN",
+        help="run folders pre-trained on subsets: the final model is evaluated",
+    )
+    e.add_argument(
+        "--samples",
+        type=int,
+        nargs="+",
+        help="pre-training images of each --data-runs run "
+        "(default: from the run's config.json: its cache split size x data.fraction)",
+    )
+    e.add_argument(
+        "--max-checkpoints",
+        type=int,
+        default=0,
+        help="evaluate at most this many checkpoints per run, evenly spaced (0: all)",
+    )
+    e.add_argument("--cache", required=True, help="image cache folder with the evaluation split")
+    e.add_argument("--split", default="test")
+    e.add_argument("--task", default="chexpert5", choices=["chexpert5", "binary"])
+    e.add_argument("--positive", help="positive class of a binary task")
+    e.add_argument("--prompts-per-class", type=int, default=10)
+    e.add_argument(
+        "--bootstrap", type=int, default=200, help="bootstrap resamples per model for the 95%% CIs"
+    )
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--batch-size", type=int, default=64)
+    e.add_argument("--device", default="auto")
+    e.add_argument("--json", help="write the results here")
+    e.add_argument("--out", help="folder for the Markdown tables, JSON and PNG plots")
+    e.set_defaults(func=_efficiency)
+    p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
+
+
+EFFICIENCY_HELP = """Data and time efficiency of pre-training (paper Fig. 1), zero-shot on one evaluation split.
+
+  --time-runs   every checkpoint of each run; x = training wall-clock (state.json elapsed_s)
+  --data-runs   the final model of each run; x = number of pre-training images (--samples, or derived
+                from the run's config.json: cache split size x data.fraction)
+
+A run is DIR or LABEL=DIR; unlabelled runs are named by their mask ratio ("masked 0.5" / "unmasked"),
+so masked and unmasked runs are the lines of one plot. Outputs in --out: efficiency_time.png/.md,
+efficiency_data.png/.md, efficiency.json.
+
+Examples:
+  medflip eval efficiency --cache cache/ --split test --out eval/eff \\
+      --time-runs masked=runs/flip unmasked=runs/clip
+  medflip eval efficiency --cache cache/ --data-runs runs/m10 runs/m25 runs/m50 runs/m100 \\
+      runs/u10 runs/u25 runs/u50 runs/u100
+"""
