@@ -138,12 +138,17 @@ def test_indexed_images_reads_the_right_rows():
 
 
 # ------------------------------------------------------------------------------------------ probe / fine-tune
+def tiny_vision() -> MaskedViT:
+    torch.manual_seed(0)
+    return MaskedViT(VisionConfig(size="tiny", image_size=SIZE))
+
+
 def test_probe_separates_separable_classes():
-    model = tiny_model()
+    vision = tiny_vision()
     y_tr, y_te = np.arange(100) % 5, np.arange(50) % 5
     res = run_supervised(
         "probe",
-        model.vision,
+        vision,
         SIZE,
         class_images(y_tr, 0),
         y_tr,
@@ -164,21 +169,20 @@ def test_probe_separates_separable_classes():
 
 
 def test_probe_features_are_the_frozen_pooled_tokens():
-    model = tiny_model()
-    imgs = class_images(np.arange(6) % 5)
-    feats = extract_features(model.vision, imgs, SIZE, torch.device("cpu"), batch_size=4)
     from medflip.data.augment import normalize
 
-    model.vision.eval()
+    vision = tiny_vision()
+    imgs = class_images(np.arange(6) % 5)
+    feats = extract_features(vision, imgs, SIZE, torch.device("cpu"), batch_size=4)
+    vision.eval()
     with torch.no_grad():
-        ref = model.vision(normalize(torch.from_numpy(imgs).unsqueeze(1), SIZE))[0].numpy()
-    assert feats.shape == (6, model.vision.width)
+        ref = vision(normalize(torch.from_numpy(imgs).unsqueeze(1), SIZE))[0].numpy()
+    assert feats.shape == (6, vision.width)
     np.testing.assert_allclose(feats, ref, atol=1e-5)
 
 
 def test_finetune_learns_and_leaves_the_encoder_untouched():
-    torch.manual_seed(0)
-    vision = MaskedViT(VisionConfig(size="tiny", image_size=SIZE))
+    vision = tiny_vision()
     before = {k: v.clone() for k, v in vision.state_dict().items()}
     y = np.arange(40) % 2
     imgs = class_images(y, 0)
@@ -305,3 +309,16 @@ def test_probe_and_finetune_help(capsys):
 def test_write_cache_helper_is_a_real_cache(tmp_path):
     c = open_cache(chexpert5_cache(tmp_path / "c", n_train=10, n_test=5), "train")
     assert len(c) == 10 and c.images.shape == (10, SIZE, SIZE)
+
+
+def test_bootstrap_all_equals_per_metric_bootstrap():
+    from medflip.evaluate.metrics import bootstrap_ci, classification_metrics
+    from medflip.evaluate.supervised import bootstrap_all
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 40)
+    p = rng.dirichlet(np.ones(3), 40) + np.eye(3)[y] * 0.3
+    got = bootstrap_all(y, p, n_boot=60, seed=5)
+    for k in ("accuracy", "macro_f1", "auroc"):
+        ref = bootstrap_ci(lambda i, k=k: classification_metrics(y[i], p[i])[k], len(y), n_boot=60, seed=5)
+        np.testing.assert_allclose(got[k], ref)
