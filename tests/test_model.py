@@ -146,3 +146,29 @@ def test_invalid_vision_config():
         MaskedViT(VisionConfig(size="tiny", image_size=100))
     with pytest.raises(UserError, match="vision.size"):
         MaskedViT(VisionConfig(size="huge"))
+
+
+def test_locked_text_tower_memoises_exactly():
+    from medflip.model.text import TextConfig, TextEncoder
+
+    locked = TextEncoder(TextConfig(freeze_layers=6))
+    assert locked.locked and not any(p.requires_grad for p in locked.parameters())
+    ref = TextEncoder(TextConfig())
+    ref.eval()
+    from medflip.model.text import load_tokenizer
+
+    tok = load_tokenizer("all-MiniLM-L6-v2")
+    texts = ["mild cardiomegaly", "no pneumothorax or pleural effusion seen", "mild cardiomegaly"]
+    enc = tok(texts, padding="longest", return_tensors="pt")
+    locked.train()  # even in training mode a locked tower runs without dropout
+    pooled, tokens = locked(enc["input_ids"], enc["attention_mask"])
+    with torch.no_grad():
+        ref_pooled, ref_tokens = ref(enc["input_ids"], enc["attention_mask"])
+    assert torch.allclose(pooled, ref_pooled, atol=1e-5)
+    mask = enc["attention_mask"].bool()
+    assert torch.allclose(tokens[mask], ref_tokens[mask], atol=1e-5)
+    assert len(locked._memo) == 2  # duplicates computed once
+    again, _ = locked(enc["input_ids"][:1], enc["attention_mask"][:1, :])
+    assert torch.allclose(again[0], pooled[0], atol=1e-6)
+    locked.load_state_dict(ref.state_dict())
+    assert not locked._memo  # new weights invalidate the memo

@@ -38,6 +38,7 @@ class DemoConfig:
     freeze_text_layers: int = 4  # of MiniLM's 6: keeps a CPU step around half a second
     images_per_class: int = 500  # training phantoms per competition class (plus as many "other")
     test_per_class: int = 40
+    lr: float = 2e-4  # a ViT trained from scratch diverges into a constant embedding at 1e-3 here
     seed: int = 0
 
 
@@ -157,7 +158,7 @@ def run_demo(cfg: DemoConfig, progress: bool = True) -> dict:
     pc.train.ckpt_every = cfg.steps
     pc.train.seed = cfg.seed
     pc.train.out = str(out)
-    pc.optim.lr = 1e-3
+    pc.optim.lr = cfg.lr
     pc.optim.warmup_steps = max(1, cfg.steps // 10)
     torch.manual_seed(cfg.seed)
     device = resolve_device(pc.train.device)

@@ -36,14 +36,25 @@ class TextCorpus:
         return len(self.reports)
 
     @classmethod
-    def from_reports(cls, reports: list[str], uncertain: str = "positive", min_chars: int = 3) -> TextCorpus:
-        """Label `reports` with medflip's report labeler (report- and sentence-level)."""
+    def from_reports(
+        cls, reports: list[str], uncertain: str = "positive", min_chars: int = 3, drop_unlabeled: bool = True
+    ) -> TextCorpus:
+        """Label `reports` with medflip's report labeler (report- and sentence-level).
+
+        drop_unlabeled: leave out sentences that mention none of the 14 observations ("Tortuous aorta.",
+        "Pulmonary XXXX normal."). Their label vector is all zero, so their soft targets are uniform:
+        they carry no signal and only dilute the batch. A report left with no sentence keeps its whole text.
+        """
         from medflip.labeler import label_report
 
         sentences, sent_labels, rep_labels = [], [], []
         for text in reports:
             result = label_report(text)
-            kept = [s for s in result.sentences if len(s.text.strip()) >= min_chars]
+            kept = [
+                s
+                for s in result.sentences
+                if len(s.text.strip()) >= min_chars and (not drop_unlabeled or s.vector(uncertain).any())
+            ]
             if not kept:  # keep row alignment with the images: fall back to the whole report
                 sentences.append([text or ""])
                 sent_labels.append(result.vector(uncertain)[None])

@@ -16,6 +16,7 @@ from torch import nn
 from medflip.errors import UserError
 
 DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
+MEMO_LIMIT = 200_000  # distinct texts memoised by a locked tower (~20 tokens x 384 floats each)
 
 
 @dataclass
@@ -24,6 +25,8 @@ class TextConfig:
     pretrained: bool = True  # False: same architecture, random weights (tests, ablations)
     freeze_layers: int = 0  # freeze the embeddings and the lowest N transformer layers
     max_length: int = 128  # truncation only: batches are padded to their longest sequence
+    # freeze_layers = all layers "locks" the tower (LiT-style): it runs without dropout and its
+    # outputs are memoised per distinct text, so repeated report sentences cost nothing after the first.
 
 
 def resolve_text_path(name: str) -> str:
@@ -64,6 +67,10 @@ class TextEncoder(nn.Module):
         else:
             self.model = AutoModel.from_config(AutoConfig.from_pretrained(path), add_pooling_layer=False)
         self.width: int = self.model.config.hidden_size
+        self.locked = False
+        self._memo: dict[bytes, torch.Tensor] = {}
+        # New weights (from_pretrained, resume) make memoised outputs stale.
+        self.register_load_state_dict_post_hook(lambda module, keys: module._memo.clear())
         self.freeze_lowest(cfg.freeze_layers)
 
     def freeze_lowest(self, n: int) -> None:
@@ -75,6 +82,33 @@ class TextEncoder(nn.Module):
         for module in [self.model.embeddings, *layers[:n]]:
             for p in module.parameters():
                 p.requires_grad_(False)
+        self.locked = n == len(layers)
+
+    @torch.no_grad()
+    def _locked_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Token features of a locked tower, computed once per distinct token sequence. [N, T, D]."""
+        lengths = attention_mask.sum(1).tolist()
+        keys = [input_ids[i, :n].cpu().numpy().tobytes() for i, n in enumerate(lengths)]
+        new_rows: dict[bytes, int] = {}  # one row per distinct text not seen before
+        for i, k in enumerate(keys):
+            if k not in self._memo:
+                new_rows.setdefault(k, i)
+        todo = list(new_rows.values())
+        if todo:
+            t = max(lengths[i] for i in todo)
+            was_training = self.model.training
+            self.model.eval()  # a locked tower has no dropout
+            new = self.model(input_ids=input_ids[todo, :t], attention_mask=attention_mask[todo, :t]).last_hidden_state
+            self.model.train(was_training)
+            if len(self._memo) + len(todo) > MEMO_LIMIT:
+                self._memo.clear()
+            for row, i in enumerate(todo):
+                self._memo[keys[i]] = new[row, : lengths[i]].clone()
+        first = self._memo[keys[0]]
+        out = first.new_zeros(len(keys), input_ids.shape[1], first.shape[-1])
+        for i, k in enumerate(keys):
+            out[i, : lengths[i]] = self._memo[k]
+        return out.to(input_ids.device)
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor
@@ -83,7 +117,10 @@ class TextEncoder(nn.Module):
 
         Padding is excluded from the pooling here and from the SVD loss by the caller's mask.
         """
-        tokens = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if self.locked:
+            tokens = self._locked_tokens(input_ids, attention_mask)
+        else:
+            tokens = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         m = attention_mask.unsqueeze(-1).to(tokens.dtype)
         pooled = (tokens * m).sum(1) / m.sum(1).clamp(min=1.0)
         return pooled, tokens

@@ -1,0 +1,119 @@
+"""`medflip pretrain`: MedFLIP pre-training from an image cache and a text source."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from medflip.errors import UserError
+
+DESCRIPTION = """Pre-train a MedFLIP model.
+
+Images come from a cache built by `medflip data cache` (--data.cache DIR, --data.split train). Texts:
+  --data.texts paired   each image's own report (manifest column `report`): paired training
+  --data.texts iu       the Indiana University reports bundled with torchxrayvision, decoupled
+                        (MedCLIP's recipe for image-only datasets such as CheXpert or Kermany)
+  --data.texts FILE     any CSV / JSONL with a report column (--data.text_column), decoupled
+Text labels come from medflip's report labeler; image labels from the manifest's 14 label columns.
+
+Examples:
+  medflip pretrain --data.cache cache/ --data.texts iu --train.steps 2000 --train.out runs/kermany
+  medflip pretrain --config my.yaml --train.mask_ratio 0.75
+  medflip pretrain --config my.yaml --resume        # continue from the last checkpoint of train.out
+"""
+
+
+def load_text_reports(source: str, text_column: str) -> list[str]:
+    """Report texts of a corpus: "iu" or a CSV / JSONL file with `text_column`."""
+    if source == "iu":
+        from medflip.data.iu_reports import load_iu_reports
+
+        return [r.text for r in load_iu_reports() if r.text]
+    import pandas as pd
+
+    path = Path(source)
+    if not path.is_file():
+        raise UserError(f"data.texts: {source!r} is neither 'paired', 'iu' nor an existing CSV/JSONL file")
+    try:
+        df = pd.read_json(path, lines=True) if path.suffix in (".jsonl", ".json") else pd.read_csv(path, dtype=str)
+    except ValueError as e:
+        raise UserError(f"cannot read text corpus {path}: {e}") from e
+    if text_column not in df.columns:
+        raise UserError(f"{path} has no column {text_column!r} (columns: {', '.join(map(str, df.columns))})")
+    texts = df[text_column].fillna("").astype(str).str.strip()
+    empty = int((texts == "").sum())
+    if empty:
+        print(f"text corpus {path}: skipped {empty} of {len(texts)} rows without text")
+    kept = texts[texts != ""].tolist()
+    if not kept:
+        raise UserError(f"text corpus {path} has no non-empty {text_column!r} values")
+    return kept
+
+
+def build_batches(cfg, device):
+    """The cache split + text corpus named by cfg.data, as seeded decoupled (or paired) batches."""
+    from medflip.data.cache import open_cache
+    from medflip.data.streams import DecoupledBatches, TextCorpus
+
+    dc = cfg.data
+    if not dc.cache:
+        raise UserError("no images: pass --data.cache DIR (a folder written by `medflip data cache`)")
+    cache = open_cache(dc.cache, dc.split)
+    paired = dc.texts == "paired"
+    if paired:
+        reports = cache.rows["report"].fillna("").astype(str).tolist()
+        missing = sum(1 for r in reports if not r.strip())
+        if missing:
+            raise UserError(
+                f"--data.texts paired: {missing} of {len(reports)} images in {dc.cache} ({dc.split}) have no report; "
+                "use --data.texts iu or a text corpus file (decoupled training)"
+            )
+    else:
+        reports = load_text_reports(dc.texts, dc.text_column)
+    corpus = TextCorpus.from_reports(reports, uncertain=cfg.loss.uncertain)
+    return DecoupledBatches(
+        cache.images,
+        cache.labels(cfg.loss.uncertain),
+        corpus,
+        dc.batch_size,
+        cfg.model.vision.image_size,
+        seed=cfg.train.seed,
+        paired=paired,
+        text_mode=dc.text_mode,
+        augment=dc.augment_cfg if dc.augment else None,
+        device=device,
+    )
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from medflip.config import add_config_flags
+    from medflip.train.config import PretrainConfig
+
+    p = sub.add_parser("pretrain", help="pre-train a MedFLIP model (masked ViT + text encoder)",
+                       description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --train.out")
+    p.add_argument("--no-progress", action="store_true")
+    add_config_flags(p, PretrainConfig)
+    p.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    import torch
+
+    from medflip.config import config_from_args
+    from medflip.model.medflip import MedFLIP
+    from medflip.train.config import PretrainConfig
+    from medflip.train.loop import pretrain, resolve_device
+
+    cfg = config_from_args(PretrainConfig, args)
+    if cfg.loss.recon_weight > 0:
+        cfg.model.reconstruction_decoder = True
+    if cfg.loss.mlm_weight > 0 or cfg.train.text_mask_ratio > 0:
+        cfg.model.mlm_head = True
+    device = resolve_device(cfg.train.device)
+    batches = build_batches(cfg, device)
+    torch.manual_seed(cfg.train.seed)
+    model = MedFLIP(cfg.model)
+    run = pretrain(model, batches, cfg, resume=args.resume, progress=not args.no_progress)
+    print(f"done: {run / 'model'} (log: {run / 'log.csv'}, checkpoints: {run / 'checkpoints'})")
+    return 0
