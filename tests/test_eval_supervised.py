@@ -322,3 +322,24 @@ def test_bootstrap_all_equals_per_metric_bootstrap():
     for k in ("accuracy", "macro_f1", "auroc"):
         ref = bootstrap_ci(lambda i, k=k: classification_metrics(y[i], p[i])[k], len(y), n_boot=60, seed=5)
         np.testing.assert_allclose(got[k], ref)
+
+
+def test_cli_zeroshot_and_retrieval_on_task_rows(tmp_path, model_dir):
+    y_te = np.arange(12) % 5
+    rows = chexpert5_rows(y_te, "test")
+    for r, c in zip(rows, y_te):
+        r["report"] = f"There is {COMPETITION_TASKS[int(c)].lower()}."
+    rows.append(
+        {**rows[0], "path": "/x/extra.png", "Cardiomegaly": 1, "report": "Normal."}
+    )  # two classes: skipped
+    imgs = class_images(np.append(y_te, 0), 1)
+    cache = write_cache(tmp_path / "cache", {"test": (imgs, rows)})
+    out = tmp_path / "out"
+    base = ["--model", str(model_dir), "--cache", str(cache), "--device", "cpu", "--out", str(out)]
+    assert main(["eval", "zeroshot", *base, "--prompts-per-class", "2", "--bootstrap", "20"]) == 0
+    z = json.loads((out / "zeroshot.json").read_text())
+    assert z["n"] == 12 and z["support"] == [3, 3, 2, 2, 2]
+    assert (out / "zeroshot_confusion.png").is_file() and (out / "zeroshot.md").is_file()
+    assert main(["eval", "retrieval", *base]) == 0
+    r = json.loads((out / "retrieval.json").read_text())
+    assert r["n_images"] == 12 and r["n_texts"] >= 5 and 0 <= r["p@1"] <= 1

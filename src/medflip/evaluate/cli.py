@@ -147,6 +147,7 @@ def _zeroshot(args) -> int:
         ]
     )
     if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
         plot_confusion(
             m["confusion"], m["classes"], Path(args.out) / "zeroshot_confusion.png", f"zero-shot {args.task}"
         )

@@ -270,8 +270,12 @@ def _series_plot(
     fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=120)
     for label, (x, y, lo, hi) in series.items():
         y, lo, hi = (np.asarray(v, dtype=float) for v in (y, lo, hi))
-        ax.plot(x, y, marker="o", label=label)
-        ax.fill_between(x, np.where(np.isnan(lo), y, lo), np.where(np.isnan(hi), y, hi), alpha=0.15)
+        lo, hi = np.where(np.isnan(lo), y, lo), np.where(np.isnan(hi), y, hi)
+        if len(x) >= 4:  # many points (checkpoints): a band
+            (line,) = ax.plot(x, y, marker="o", ms=4, label=label)
+            ax.fill_between(x, lo, hi, alpha=0.15, color=line.get_color())
+        else:  # a few points (subset runs): error bars
+            ax.errorbar(x, y, yerr=np.stack([y - lo, hi - y]).clip(min=0), marker="o", capsize=3, label=label)
     if logx:
         ax.set_xscale("log")
     ax.set_xlabel(xlabel)
