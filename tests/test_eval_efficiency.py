@@ -208,3 +208,24 @@ def test_cli_data_efficiency_and_errors(tmp_path, saved_model, capsys, monkeypat
     )
     assert main([*base, "--time-runs", str(runs[0])]) == 2
     assert "is empty" in capsys.readouterr().err
+
+
+def test_subset_cache_feeds_pretraining_batches(tmp_path):
+    """What `medflip pretrain --data.fraction` does: a lazy subset whose images, rows and labels agree."""
+    from medflip.data.cache import open_cache
+    from medflip.data.streams import DecoupledBatches, TextCorpus
+
+    full = open_cache(chexpert5_cache(tmp_path / "c", n_train=40, n_test=5), "train")
+    assert eff.subset_cache(full, 1.0) is full
+    sub = eff.subset_cache(full, 0.25, seed=3)
+    idx = eff.subset_cache_indices(40, 0.25, seed=3)
+    assert len(sub) == 10 and sub.images.shape == (10, 32, 32)
+    assert np.array_equal(sub.images[0:10], full.images[idx])
+    assert sub.rows["patient_id"].tolist() == full.rows["patient_id"].iloc[idx].tolist()
+    assert np.array_equal(sub.labels(), full.labels()[idx])
+    corpus = TextCorpus.from_reports(["There is cardiomegaly.", "There is edema.", "No effusion."] * 3)
+    batches = DecoupledBatches(sub.images, sub.labels(), corpus, 4, 32, seed=0, augment=None)
+    b = batches.batch(0)
+    assert b.images.shape == (4, 1, 32, 32) and set(b.image_index) <= set(range(10))
+    with pytest.raises(UserError, match="fraction"):
+        eff.subset_cache(full, 1.5)
