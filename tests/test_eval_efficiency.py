@@ -80,6 +80,9 @@ def test_parse_runs_labels_and_samples(tmp_path, saved_model):
     assert [r.label for r in runs] == ["masked 0.5", "clip"]
     assert eff.pretrain_samples(runs[0]) == 10 and eff.pretrain_samples(runs[1]) == 40
     assert runs[0].final_model() == m / "checkpoints" / "step_00000002"  # no model/: the latest checkpoint
+    bare = fake_run(tmp_path / "bare_run", saved_model, [(1, 1.0)])
+    (bare / "config.json").unlink()
+    assert eff.parse_runs([str(bare)])[0].label == "bare_run"  # no config: named by its folder
     with pytest.raises(UserError, match="run folder not found"):
         eff.parse_runs([str(tmp_path / "nope")])
     with pytest.raises(UserError, match="model folder, not a run folder"):

@@ -222,7 +222,7 @@ def _supervised(args) -> int:
     from medflip.evaluate.plots import plot_confusion
     from medflip.evaluate.supervised import FinetuneConfig, plot_fractions, run_supervised
     from medflip.model.medflip import MedFLIP
-    from medflip.train.loop import autocast_context, resolve_device
+    from medflip.train.loop import resolve_device
 
     mode = args.eval_command
     fractions = _fractions(args.fractions)
@@ -240,8 +240,6 @@ def _supervised(args) -> int:
     print(f"evaluation split {args.cache} [{args.split}]:")
     _, y_eval, keep_eval = resolve_task(eval_cache.rows, args.task, args.positive)
     device = resolve_device(args.device)
-    with autocast_context(device, args.precision):
-        pass  # validates --precision before the model is loaded
     model = MedFLIP.from_pretrained(args.model, map_location=device)
     vision, size = model.vision, model.cfg.vision.image_size
     del model  # only the image encoder is evaluated

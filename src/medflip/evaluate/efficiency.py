@@ -77,9 +77,12 @@ class Run:
         return latest_checkpoint(self.path)
 
 
-def default_label(config: dict) -> str:
+def default_label(config: dict, path: Path) -> str:
+    """ "masked R" / "unmasked" from the run's train.mask_ratio; the folder name when the config has none."""
     train = config.get("train", {}) if isinstance(config, dict) else {}
-    r = float(train.get("mask_ratio", 0.0) or 0.0)
+    if not isinstance(train, dict) or "mask_ratio" not in train:
+        return path.name
+    r = float(train["mask_ratio"] or 0.0)
     return f"masked {r:g}" if r > 0 else "unmasked"
 
 
@@ -104,7 +107,7 @@ def parse_runs(specs: list[str]) -> list[Run]:
                 raise UserError(
                     f"{p} is a model folder, not a run folder (pass the folder `medflip pretrain` wrote)"
                 )
-        runs.append(Run(label or default_label(config), p, config))
+        runs.append(Run(label or default_label(config, p), p, config))
     return runs
 
 
