@@ -8,8 +8,17 @@ import pytest
 from medflip.cli import main
 
 COMMANDS = [
-    [], ["demo"], ["pretrain"], ["bench"], ["eval"], ["eval", "zeroshot"], ["eval", "retrieval"],
-    ["label"], ["label-eval"], ["label-bench"], ["data"],
+    [],
+    ["demo"],
+    ["pretrain"],
+    ["bench"],
+    ["eval"],
+    ["eval", "zeroshot"],
+    ["eval", "retrieval"],
+    ["label"],
+    ["label-eval"],
+    ["label-bench"],
+    ["data"],
 ]
 
 

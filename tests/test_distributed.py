@@ -32,8 +32,12 @@ def _worker(rank, world, port, out):
     v_local = v[part].clone().requires_grad_()
     t_local = t[part].clone().requires_grad_()
     terms = contrastive_losses(
-        gather_with_grad(v_local), gather_with_grad(t_local), torch.tensor(math.log(10.0)),
-        gather_no_grad(lv[part]), gather_no_grad(lt[part]), LossConfig(),
+        gather_with_grad(v_local),
+        gather_with_grad(t_local),
+        torch.tensor(math.log(10.0)),
+        gather_no_grad(lv[part]),
+        gather_no_grad(lt[part]),
+        LossConfig(),
     )
     loss = terms["sm"] + terms["neg"]
     loss.backward()

@@ -193,3 +193,13 @@ def test_tiny_batch_overfits(tmp_path):
 
     sim = model.similarity(normalize(torch.from_numpy(images).unsqueeze(1), 64), texts)
     assert torch.equal(sim.argmax(1), torch.arange(4))
+
+
+def test_schedule_follows_wall_clock_budget():
+    frac = {"v": 0.0}
+    f = warmup_cosine(total_steps=10_000, warmup_steps=2, time_fraction=lambda: frac["v"])
+    assert f(5) == pytest.approx(1.0, abs=1e-3)  # few steps, no time used: start of the cosine
+    frac["v"] = 0.5
+    assert f(5) == pytest.approx(0.5)  # half the budget used: half-way down, whatever the step count
+    frac["v"] = 2.0
+    assert f(5) == pytest.approx(0.0)

@@ -65,7 +65,7 @@ def build_demo_data(cfg: DemoConfig, progress: bool = True) -> dict:
     train_ids = np.flatnonzero(~held)
     rep = corpus_all.report_labels
     chosen = []
-    for k, name in enumerate(COMPETITION_TASKS):
+    for name in COMPETITION_TASKS:
         pos = train_ids[rep[train_ids, OBSERVATIONS.index(name)] > 0]
         chosen.append(rng.choice(pos, cfg.images_per_class, replace=len(pos) < cfg.images_per_class))
     chosen.append(rng.choice(train_ids, cfg.images_per_class, replace=False))  # normal and everything else

@@ -98,7 +98,9 @@ class TextEncoder(nn.Module):
             t = max(lengths[i] for i in todo)
             was_training = self.model.training
             self.model.eval()  # a locked tower has no dropout
-            new = self.model(input_ids=input_ids[todo, :t], attention_mask=attention_mask[todo, :t]).last_hidden_state
+            new = self.model(
+                input_ids=input_ids[todo, :t], attention_mask=attention_mask[todo, :t]
+            ).last_hidden_state
             self.model.train(was_training)
             if len(self._memo) + len(todo) > MEMO_LIMIT:
                 self._memo.clear()

@@ -35,7 +35,11 @@ def load_text_reports(source: str, text_column: str) -> list[str]:
     if not path.is_file():
         raise UserError(f"data.texts: {source!r} is neither 'paired', 'iu' nor an existing CSV/JSONL file")
     try:
-        df = pd.read_json(path, lines=True) if path.suffix in (".jsonl", ".json") else pd.read_csv(path, dtype=str)
+        df = (
+            pd.read_json(path, lines=True)
+            if path.suffix in (".jsonl", ".json")
+            else pd.read_csv(path, dtype=str)
+        )
     except ValueError as e:
         raise UserError(f"cannot read text corpus {path}: {e}") from e
     if text_column not in df.columns:
@@ -59,6 +63,10 @@ def build_batches(cfg, device):
     if not dc.cache:
         raise UserError("no images: pass --data.cache DIR (a folder written by `medflip data cache`)")
     cache = open_cache(dc.cache, dc.split)
+    if dc.fraction != 1.0:  # data-efficiency runs: a seeded random subset (images, rows, labels alike)
+        from medflip.evaluate.efficiency import subset_cache
+
+        cache = subset_cache(cache, dc.fraction, cfg.train.seed)
     paired = dc.texts == "paired"
     if paired:
         reports = cache.rows["report"].fillna("").astype(str).tolist()
@@ -89,8 +97,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     from medflip.config import add_config_flags
     from medflip.train.config import PretrainConfig
 
-    p = sub.add_parser("pretrain", help="pre-train a MedFLIP model (masked ViT + text encoder)",
-                       description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "pretrain",
+        help="pre-train a MedFLIP model (masked ViT + text encoder)",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --train.out")
     p.add_argument("--no-progress", action="store_true")
     add_config_flags(p, PretrainConfig)

@@ -13,6 +13,7 @@ from medflip.model.medflip import ModelConfig
 class DataConfig:
     cache: str = ""  # image cache folder written by `medflip data cache`
     split: str = "train"
+    fraction: float = 1.0  # pre-train on a seeded random fraction of the split (data-efficiency runs)
     texts: str = "paired"  # paired (the images' own reports) | iu (bundled IU reports) | path to CSV/JSONL
     text_column: str = "report"  # column of `texts` holding report text (CSV/JSONL corpora)
     text_mode: str = "sentence"  # sentence: one sampled sentence per draw | report: the whole report

@@ -83,13 +83,21 @@ def build_optimizer(model: MedFLIP, cfg) -> torch.optim.AdamW:
     return torch.optim.AdamW(param_groups, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
 
 
-def warmup_cosine(total_steps: int, warmup_steps: int, min_ratio: float = 0.0):
-    """LR multiplier: linear warmup to 1, then cosine to min_ratio at total_steps."""
+def warmup_cosine(total_steps: int, warmup_steps: int, min_ratio: float = 0.0, time_fraction=None):
+    """LR multiplier: linear warmup to 1, then cosine to min_ratio at total_steps.
+
+    With a wall-clock budget, `time_fraction()` (elapsed / budget) also drives the cosine: progress is the
+    larger of the two, so every run ends its schedule when its budget ends, however fast its steps are
+    (the fair way to compare masked and unmasked training at equal wall-clock).
+    """
 
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / max(1, warmup_steps)
-        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        if time_fraction is not None:
+            progress = max(progress, time_fraction())
+        progress = min(1.0, progress)
         return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return factor
@@ -207,10 +215,17 @@ def pretrain(
     torch.manual_seed(tc.seed + rank)
     model.to(device).train()
     optimizer = build_optimizer(model, cfg.optim)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(tc.steps, cfg.optim.warmup_steps, cfg.optim.min_lr_ratio)
-    )
     start, elapsed = 0, 0.0
+    budget_s = tc.time_budget_min * 60
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        warmup_cosine(
+            tc.steps,
+            cfg.optim.warmup_steps,
+            cfg.optim.min_lr_ratio,
+            time_fraction=(lambda: elapsed / budget_s) if budget_s > 0 else None,
+        ),
+    )
     ckpt = latest_checkpoint(run_dir) if resume else None
     if ckpt is not None:
         model.load_state_dict(MedFLIP.from_pretrained(ckpt).state_dict())
@@ -275,7 +290,7 @@ def pretrain(
             bar.set_postfix(loss=f"{row['loss']:.3f}", pairs_s=f"{pairs_per_s:.1f}")
             if log is not None:
                 log.write(row)
-        over_budget = tc.time_budget_min > 0 and elapsed >= tc.time_budget_min * 60
+        over_budget = budget_s > 0 and elapsed >= budget_s
         if done % tc.ckpt_every == 0 or done == tc.steps or over_budget:
             checkpoint(done)
         if over_budget:
