@@ -15,10 +15,15 @@ COMMANDS = [
     ["eval"],
     ["eval", "zeroshot"],
     ["eval", "retrieval"],
+    ["eval", "probe"],
+    ["eval", "finetune"],
+    ["eval", "efficiency"],
     ["label"],
     ["label-eval"],
     ["label-bench"],
     ["data"],
+    ["data", "import"],
+    ["data", "cache"],
 ]
 
 

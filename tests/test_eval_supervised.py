@@ -312,8 +312,7 @@ def test_write_cache_helper_is_a_real_cache(tmp_path):
 
 
 def test_bootstrap_all_equals_per_metric_bootstrap():
-    from medflip.evaluate.metrics import bootstrap_ci, classification_metrics
-    from medflip.evaluate.supervised import bootstrap_all
+    from medflip.evaluate.metrics import bootstrap_all, bootstrap_ci, classification_metrics
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 40)

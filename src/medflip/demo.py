@@ -29,16 +29,17 @@ HOLDOUT_MODULUS = 7
 @dataclass
 class DemoConfig:
     out: str = "runs/demo"
-    steps: int = 300
+    steps: int = 1300
     batch_size: int = 64
-    render_size: int = 128  # phantoms are rendered at this size ...
-    image_size: int = 112  # ... and random-resized-cropped to this model input
+    render_size: int = 80  # phantoms are rendered at this size ...
+    image_size: int = 64  # ... and random-resized-cropped to this model input (4 x 4 patches of 16 px)
     vit: str = "tiny"
     mask_ratio: float = 0.5
-    freeze_text_layers: int = 4  # of MiniLM's 6: keeps a CPU step around half a second
+    freeze_text_layers: int = 6  # locked text tower: its outputs are memoised, so a CPU step is cheap
     images_per_class: int = 500  # training phantoms per competition class (plus as many "other")
     test_per_class: int = 40
-    lr: float = 2e-4  # a ViT trained from scratch diverges into a constant embedding at 1e-3 here
+    lr: float = 4e-4  # a ViT trained from scratch collapsed to a constant embedding at 1e-3 here
+    tau_s: float = 0.1  # sharper than the library default: this 5-class task learned better (docs/results.md)
     seed: int = 0
 
 
@@ -159,6 +160,7 @@ def run_demo(cfg: DemoConfig, progress: bool = True) -> dict:
     pc.train.seed = cfg.seed
     pc.train.out = str(out)
     pc.optim.lr = cfg.lr
+    pc.loss.tau_s = cfg.tau_s
     pc.optim.warmup_steps = max(1, cfg.steps // 10)
     torch.manual_seed(cfg.seed)
     device = resolve_device(pc.train.device)

@@ -134,7 +134,9 @@ def _zeroshot(args) -> int:
     else:
         prompts = binary_prompts(args.positive)
     model = MedFLIP.from_pretrained(args.model, map_location=resolve_device(args.device)).eval()
-    emb = encode_images(model, _task_images(cache, keep), batch_size=args.batch_size, progress=True)
+    emb = encode_images(
+        model, _task_images(cache, keep), batch_size=args.batch_size, progress=True, precision=args.precision
+    )
     m = zero_shot(model, None, y, prompts, image_embeds=emb, n_boot=args.bootstrap, seed=args.seed)
     m.update(task=args.task, split=args.split, model=str(args.model), prompt_seed=args.seed)
     table = "\n".join(
@@ -186,7 +188,9 @@ def _retrieval(args) -> int:
         pick = np.sort(np.random.default_rng(args.seed).choice(len(texts), args.max_texts, replace=False))
         texts, cats = [texts[i] for i in pick], [cats[i] for i in pick]
     model = MedFLIP.from_pretrained(args.model, map_location=resolve_device(args.device)).eval()
-    img = encode_images(model, _task_images(cache, keep), batch_size=args.batch_size, progress=True)
+    img = encode_images(
+        model, _task_images(cache, keep), batch_size=args.batch_size, progress=True, precision=args.precision
+    )
     txt = model.encode_text(texts).float().cpu()
     m = retrieval(img, y, txt, np.array(cats))
     m.update(task=args.task, split=args.split, classes=names, model=str(args.model))
@@ -400,6 +404,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         q.add_argument("--seed", type=int, default=0, help="prompt sampling / bootstrap seed")
         q.add_argument("--batch-size", type=int, default=64)
         q.add_argument("--device", default="auto")
+        q.add_argument(
+            "--precision",
+            default="auto",
+            choices=["auto", "bf16", "fp32"],
+            help="image encoding: auto = bf16 on CUDA, fp32 elsewhere; bf16 is 2-3x faster on AVX512-BF16 CPUs",
+        )
         q.add_argument("--json", help="write the metrics here")
         q.add_argument("--out", help="folder for the Markdown table, JSON and plots")
 
@@ -429,12 +439,6 @@ def register(sub: argparse._SubParsersAction) -> None:
             help="fractions of the training split (class-stratified, seeded, >= 1 image per class)",
         )
         q.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
-        q.add_argument(
-            "--precision",
-            default="auto",
-            choices=["auto", "bf16", "fp32"],
-            help="auto: bf16 autocast on CUDA, fp32 elsewhere",
-        )
 
     lp = evals.add_parser(
         "probe",

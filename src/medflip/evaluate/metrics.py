@@ -72,3 +72,26 @@ def precision_recall_at_k(
         out[f"p@{k}"] = float(relevant[:, :k_eff].mean())
         out[f"r@{k}"] = float(relevant[:, :k_eff].any(1).mean())
     return out
+
+
+def bootstrap_all(y_true: np.ndarray, probs: np.ndarray, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Percentile-bootstrap 95% intervals of accuracy, macro-F1 and AUROC from one set of resamples.
+
+    Same resamples (and so the same intervals) as `bootstrap_ci` with this seed, at a third of the
+    cost: each resample is scored once for all three metrics. Non-finite values (AUROC of a resample
+    with one class) are left out, as there.
+    """
+    keys = ("accuracy", "macro_f1", "auroc")
+    rng = np.random.default_rng(seed)
+    vals: dict[str, list[float]] = {k: [] for k in keys}
+    n = len(y_true)
+    for _ in range(n_boot if n else 0):
+        idx = rng.integers(0, n, n)
+        m = classification_metrics(y_true[idx], probs[idx])
+        for k in keys:
+            if np.isfinite(m[k]):
+                vals[k].append(m[k])
+    return {
+        k: tuple(float(q) for q in np.quantile(v, [0.025, 0.975])) if v else (float("nan"), float("nan"))
+        for k, v in vals.items()
+    }

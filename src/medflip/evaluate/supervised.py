@@ -32,7 +32,7 @@ from torch import nn
 
 from medflip.data.augment import augment_batch, normalize
 from medflip.errors import UserError
-from medflip.evaluate.metrics import classification_metrics, confusion
+from medflip.evaluate.metrics import bootstrap_all, classification_metrics, confusion
 
 DEFAULT_FRACTIONS = (0.01, 0.1, 1.0)
 PROBE_C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0)
@@ -81,29 +81,6 @@ def stratified_subset(y: np.ndarray, fraction: float, seed: int = 0) -> np.ndarr
 
 
 # ------------------------------------------------------------------------------------------ metrics
-def bootstrap_all(y_true: np.ndarray, probs: np.ndarray, n_boot: int = 1000, seed: int = 0) -> dict:
-    """Percentile-bootstrap 95% intervals of accuracy, macro-F1 and AUROC from one set of resamples.
-
-    Same resamples (and so the same intervals) as `metrics.bootstrap_ci` with this seed, at a third of the
-    cost: each resample is scored once for all three metrics. Non-finite values (AUROC of a resample
-    with one class) are left out, as there.
-    """
-    keys = ("accuracy", "macro_f1", "auroc")
-    rng = np.random.default_rng(seed)
-    vals: dict[str, list[float]] = {k: [] for k in keys}
-    n = len(y_true)
-    for _ in range(n_boot if n else 0):
-        idx = rng.integers(0, n, n)
-        m = classification_metrics(y_true[idx], probs[idx])
-        for k in keys:
-            if np.isfinite(m[k]):
-                vals[k].append(m[k])
-    return {
-        k: tuple(float(q) for q in np.quantile(v, [0.025, 0.975])) if v else (float("nan"), float("nan"))
-        for k, v in vals.items()
-    }
-
-
 def score(
     y_true: np.ndarray, probs: np.ndarray, classes: list[str], n_boot: int = 1000, seed: int = 0
 ) -> dict:

@@ -7,24 +7,35 @@ import torch
 import torch.nn.functional as F
 
 from medflip.data.augment import normalize
-from medflip.evaluate.metrics import bootstrap_ci, classification_metrics, confusion, precision_recall_at_k
+from medflip.evaluate.metrics import bootstrap_all, classification_metrics, confusion, precision_recall_at_k
 from medflip.model.medflip import MedFLIP
 
 
 @torch.inference_mode()
 def encode_images(
-    model: MedFLIP, images_u8: np.ndarray, batch_size: int = 64, progress: bool = False
+    model: MedFLIP,
+    images_u8: np.ndarray,
+    batch_size: int = 64,
+    progress: bool = False,
+    precision: str = "auto",
 ) -> torch.Tensor:
-    """images_u8: [N, H, W] uint8 (array or memory map) -> [N, E] unit vectors (CPU)."""
+    """images_u8: [N, H, W] uint8 (array or memory map) -> [N, E] unit vectors (CPU, float32).
+
+    precision: "auto" (bf16 autocast on CUDA, fp32 elsewhere), "bf16" or "fp32". On CPUs with AVX512-BF16
+    or AMX, "bf16" is 2-3x faster than fp32 (measured in the README).
+    """
     from tqdm.auto import tqdm
+
+    from medflip.train.loop import autocast_context
 
     size = model.cfg.vision.image_size
     out = []
     for i in tqdm(
         range(0, len(images_u8), batch_size), disable=not progress, desc="encode images", unit="batch"
     ):
-        x = torch.from_numpy(np.ascontiguousarray(images_u8[i : i + batch_size])).unsqueeze(1)
-        out.append(model.encode_image(normalize(x.to(model.device), size)).float().cpu())
+        x = torch.from_numpy(np.array(images_u8[i : i + batch_size])).unsqueeze(1)  # a writable copy
+        with autocast_context(model.device, precision):
+            out.append(model.encode_image(normalize(x.to(model.device), size)).float().cpu())
     return torch.cat(out) if out else torch.zeros(0, model.cfg.embed_dim)
 
 
@@ -53,14 +64,7 @@ def zero_shot(
     probs = logits.softmax(-1).numpy()
     y_true = np.asarray(y_true)
     result = classification_metrics(y_true, probs)
-    ci = {}
-    for name in ("accuracy", "macro_f1", "auroc"):
-        ci[name] = bootstrap_ci(
-            lambda idx, name=name: classification_metrics(y_true[idx], probs[idx])[name],
-            len(y_true),
-            n_boot=n_boot,
-            seed=seed,
-        )
+    ci = bootstrap_all(y_true, probs, n_boot=n_boot, seed=seed)
     result.update(
         ci95=ci,
         n=int(len(y_true)),

@@ -8,7 +8,6 @@ masked patches only (MAE's best setting).
 from __future__ import annotations
 
 import torch
-from timm.models.vision_transformer import Block
 from torch import nn
 
 
@@ -23,6 +22,8 @@ class MAEDecoder(nn.Module):
     def __init__(
         self, width: int, num_patches: int, patch: int, in_chans: int, dim: int = 192, depth: int = 2
     ):
+        from timm.models.vision_transformer import Block
+
         super().__init__()
         self.patch = patch
         self.embed = nn.Linear(width, dim)

@@ -11,7 +11,6 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import timm
 import torch
 from torch import nn
 
@@ -60,6 +59,8 @@ class MaskedViT(nn.Module):
             raise UserError(
                 f"vision.image_size={cfg.image_size} is not a multiple of the patch size {cfg.patch_size}"
             )
+        import timm  # imported here: `medflip --help` should not pay for it
+
         self.cfg = cfg
         self.vit = timm.create_model(
             VIT_SIZES[cfg.size],

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# One short script for a lent GPU machine (never part of CI): checks and measures everything CUDA-specific.
+#   bash scripts/gpu_check.sh [OUT_DIR]        (~5 minutes on one H100; needs the project installed)
+# 1. the CUDA test subset: bf16 autocast step, SDPA (flash/mem-efficient) kernels selected, device-side masking;
+# 2. DDP over NCCL with 2 processes when 2+ GPUs are present (the gathered loss equals the single-process one);
+# 3. medflip bench on the GPU: ViT-B/16 and ViT-S/16 at 224 px, batch 256, mask 0 / 0.5 / 0.75, bf16.
+set -euo pipefail
+OUT=${1:-gpu_check}
+mkdir -p "$OUT"
+python - <<'PY' 2>&1 | tee "$OUT/cuda_checks.txt"
+import torch, time
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from medflip.model.medflip import MedFLIP, ModelConfig
+from medflip.model.vision import VisionConfig
+from medflip.train.config import PretrainConfig
+from medflip.train.loop import build_optimizer, train_step_losses
+from medflip.data.streams import Batch
+assert torch.cuda.is_available(), "no CUDA device"
+dev = torch.device("cuda")
+print("device:", torch.cuda.get_device_name(dev), "torch", torch.__version__)
+pc = PretrainConfig(model=ModelConfig(vision=VisionConfig(size="small", image_size=224)))
+model = MedFLIP(pc.model).to(dev).train()
+opt = build_optimizer(model, pc.optim)
+b = 64
+batch = Batch(images=torch.randn(b, 1, 224, 224, device=dev), image_labels=(torch.rand(b, 14) < 0.2).float(),
+              texts=["mild cardiomegaly with small bilateral pleural effusions"] * b,
+              text_labels=(torch.rand(b, 14) < 0.2).float(), image_index=None)
+# Flash attention only: raises if the ViT's attention cannot use it under bf16 autocast.
+with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+    terms = train_step_losses(model, batch, pc, 0.5, 0)
+print("bf16 step with flash SDPA: loss", float(terms["loss"]), "finite:", bool(torch.isfinite(terms["loss"])))
+terms["loss"].backward(); opt.step()
+# masking noise and indices live on the GPU (no host sync inside the forward)
+_, _, ids = model.vision(batch.images, 0.5)
+print("ids_keep device:", ids.device)
+PY
+NGPU=$(python -c "import torch; print(torch.cuda.device_count())")
+if [ "$NGPU" -ge 2 ]; then
+  python -m pytest -q tests/test_distributed.py 2>&1 | tee "$OUT/ddp.txt"
+fi
+for vit in small base; do
+  medflip bench --vit "$vit" --batch-size 256 --steps 10 --warmup 3 --json "$OUT/bench_$vit.json" | tee "$OUT/bench_$vit.txt"
+done
