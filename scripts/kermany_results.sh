@@ -2,7 +2,7 @@
 # Real-data results on the Kermany paediatric pneumonia training split (docs/results.md).
 # Pre-trains on a patient-disjoint train split with the IU report sentences as the (decoupled) text corpus,
 # evaluates zero-shot pneumonia vs normal. Usage: scripts/kermany_results.sh STAGE [MINUTES]
-#   STAGE = data | tau | methods ; MINUTES = wall-clock budget per run (default 5)
+#   STAGE = data | tau | methods | data-efficiency ; MINUTES = wall-clock budget per run (default 5)
 set -euo pipefail
 ROOT=${KERMANY_ROOT:-../shared/data/kermany-pneumonia}
 OUT=${OUT:-runs/kermany}
@@ -35,5 +35,14 @@ case "$1" in
     medflip eval efficiency --cache "$OUT/cache128" --split test --task binary --positive Pneumonia \
       --time-runs "MedFLIP=$OUT/medflip" "MedFLIP no SVD=$OUT/medflip_nosvd" "MedCLIP objective=$OUT/medclip" \
       --out "$OUT/efficiency" ;;
-  *) echo "usage: $0 data|tau|methods [MINUTES]"; exit 2 ;;
+  data-efficiency)  # MedFLIP on 10/25/50/100% of the training images, equal budget each, scored on test
+    TAU=${TAU:-1.0}
+    runs=()
+    for f in 0.1 0.25 0.5 1.0; do
+      medflip pretrain "${COMMON[@]}" --loss.tau_s "$TAU" --data.fraction "$f" --train.out "$OUT/frac_$f"
+      runs+=("$OUT/frac_$f")
+    done
+    medflip eval efficiency --cache "$OUT/cache128" --split test --task binary --positive Pneumonia \
+      --data-runs "${runs[@]}" --out "$OUT/data_efficiency" ;;
+  *) echo "usage: $0 data|tau|methods|data-efficiency [MINUTES]"; exit 2 ;;
 esac

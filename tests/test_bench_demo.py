@@ -1,0 +1,43 @@
+"""`medflip bench`'s analytic ceiling and a smoke run of `medflip demo` on a tiny budget."""
+
+import json
+import math
+
+from medflip.bench import ceiling_speedup, transformer_flops
+
+
+def test_transformer_flops_by_hand():
+    # one block, n = 10 tokens, D = 8, MLP ratio 4: (8 + 16) n D^2 + 4 n^2 D
+    assert transformer_flops(10, 8, 1) == 24 * 10 * 64 + 4 * 100 * 8
+
+
+def test_ceiling_speedup_by_hand():
+    L, D, depth, pd, T, Dt, dt = 196, 384, 12, 256, 32, 384, 6
+
+    def flops(visible):
+        image = 2 * L * pd * D + depth * (24 * visible * D * D + 4 * visible**2 * D)
+        text = dt * (24 * T * Dt * Dt + 4 * T**2 * Dt)
+        return image + text
+
+    expected = flops(197) / flops(math.floor(196 * 0.5) + 1)
+    assert math.isclose(ceiling_speedup(L, D, depth, pd, T, Dt, dt, 0.5), expected, rel_tol=1e-12)
+    assert ceiling_speedup(L, D, depth, pd, T, Dt, dt, 0.0) == 1.0
+    assert (
+        1.0
+        < ceiling_speedup(L, D, depth, pd, T, Dt, dt, 0.5)
+        < ceiling_speedup(L, D, depth, pd, T, Dt, dt, 0.75)
+    )
+
+
+def test_demo_smoke(tmp_path):
+    from medflip.demo import DemoConfig, run_demo
+
+    cfg = DemoConfig(out=str(tmp_path), steps=3, batch_size=8, images_per_class=8, test_per_class=2)
+    metrics = run_demo(cfg, progress=False)
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["zero_shot"]["n"] == 10 and {"accuracy", "macro_f1", "auroc"} <= set(saved["zero_shot"])
+    assert {"p@1", "p@5"} <= set(saved["retrieval"])
+    assert saved["data"]["images"] == "synthetic phantoms" and saved["data"]["text"] == "real IU reports"
+    assert metrics["train"]["steps"] == 3
+    for name in ("loss.png", "zero_shot_confusion.png", "model/model.safetensors", "log.csv"):
+        assert (tmp_path / name).is_file(), name
