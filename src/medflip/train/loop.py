@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import json
 import math
 import time
 from pathlib import Path
@@ -231,7 +232,7 @@ def pretrain(
         model.load_state_dict(MedFLIP.from_pretrained(ckpt).state_dict())
         state = load_trainer_state(ckpt, optimizer, scheduler)
         start, elapsed = int(state["step"]), float(state["elapsed_s"])
-    (run_dir / "config.json").write_text(__import__("json").dumps(dataclasses.asdict(cfg), indent=2))
+    (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
     log = MetricLog(run_dir / "log.csv", start if resume else None) if rank == 0 else None
     ddp_model = DistributedDataParallel(model) if world > 1 else model
     last_good = ckpt
