@@ -98,3 +98,14 @@ def stub_labeler(monkeypatch: pytest.MonkeyPatch):
 
     monkeypatch.setattr(medflip.labeler, "label_report", _stub_label_report, raising=False)
     return _stub_label_report
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models: one intra-op thread is faster, and immune to other jobs on a shared CPU."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from medflip.cli import main
 from medflip.errors import UserError
@@ -17,13 +16,7 @@ from medflip.evaluate import efficiency as eff
 from medflip.model.medflip import MedFLIP
 from test_eval_supervised import chexpert5_cache, tiny_model
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

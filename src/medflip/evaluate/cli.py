@@ -358,28 +358,23 @@ def _efficiency(args) -> int:
     out = Path(args.out) if args.out else None
     if out:
         out.mkdir(parents=True, exist_ok=True)
-    if time_plan:
-        res["time"] = eff.time_efficiency(time_plan, images, y, prompts, **kw)
+    studies = [
+        ("time", time_plan, eff.time_efficiency, eff.time_table, eff.plot_time, "pre-training wall-clock"),
+        ("data", data_plan, eff.data_efficiency, eff.data_table, eff.plot_data, "pre-training images"),
+    ]
+    for kind, plan, evaluate, table, plot, x_name in studies:
+        if not plan:
+            continue
+        res[kind] = evaluate(plan, images, y, prompts, **kw)
         tables += [
-            f"time efficiency: zero-shot {args.task} on {res['eval']} vs pre-training wall-clock",
+            f"{kind} efficiency: zero-shot {args.task} on {res['eval']} vs {x_name}",
             "",
-            eff.time_table(res["time"]),
+            table(res[kind]),
             "",
         ]
         if out:
-            eff.plot_time(res["time"], out / "efficiency_time.png", f"time efficiency ({args.task})")
-            (out / "efficiency_time.md").write_text(eff.time_table(res["time"]) + "\n")
-    if data_plan:
-        res["data"] = eff.data_efficiency(data_plan, images, y, prompts, **kw)
-        tables += [
-            f"data efficiency: zero-shot {args.task} on {res['eval']} vs pre-training images",
-            "",
-            eff.data_table(res["data"]),
-            "",
-        ]
-        if out:
-            eff.plot_data(res["data"], out / "efficiency_data.png", f"data efficiency ({args.task})")
-            (out / "efficiency_data.md").write_text(eff.data_table(res["data"]) + "\n")
+            plot(res[kind], out / f"efficiency_{kind}.png", f"{kind} efficiency ({args.task})")
+            (out / f"efficiency_{kind}.md").write_text(table(res[kind]) + "\n")
     _write_outputs(args, "efficiency", res, "\n".join(tables).rstrip())
     return 0
 
