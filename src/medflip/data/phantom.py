@@ -31,6 +31,7 @@ from medflip.observations import NUM_OBSERVATIONS, OBSERVATIONS
 
 _IDX = {name: i for i, name in enumerate(OBSERVATIONS)}
 _F = np.float32
+_OPACITY_CHILDREN = ("Consolidation", "Pneumonia", "Edema", "Atelectasis", "Lung Lesion")
 
 
 def _gauss_blur(img: np.ndarray, sigma_px: float) -> np.ndarray:
@@ -129,10 +130,12 @@ def render_phantom(labels: np.ndarray, rng: np.random.Generator, size: int = 128
     * Pleural Effusion: fluid layers at the lung base (one or both sides) -> homogeneous density
       whose upper border is a concave *meniscus* rising laterally, blunting the costophrenic angle
       and hiding the diaphragm.
-    * Consolidation: alveoli filled -> dense, lobar-shaped opacity bounded by a sharp fissure, with
-      dark branching *air bronchograms* (aerated bronchi) inside. Pneumonia: the same kind of
+    * Consolidation: alveoli filled -> dense, homogeneous, lobar-shaped opacity bounded by a sharp
+      fissure, with dark *air bronchograms* (the thick central bronchi stay aerated) inside; a lower-lobe
+      border falls laterally (unlike an effusion's meniscus). Pneumonia: the same kind of
       airspace opacity but patchier/multifocal with softer edges.
-    * Lung Opacity: ill-defined, moderate, patchy haze with no sharp border and no bronchograms.
+    * Lung Opacity: ill-defined, moderate, patchy haze with no sharp border and no bronchograms, drawn
+      only when no more specific opacity (consolidation, pneumonia, edema, atelectasis, lesion) is present.
     * Edema: bilateral symmetric perihilar "bat-wing" haze (fluid around the hila, periphery
       spared), indistinct vessels, and short horizontal Kerley B lines at the lateral bases.
     * Atelectasis: collapsed (airless) lung at one base: plate-like dense bands above the
@@ -266,20 +269,23 @@ def render_phantom(labels: np.ndarray, rng: np.random.Generator, size: int = 128
             region = (
                 _soft(y - fis, edge) * _soft(fis + u(0.25, 0.4) - y, 0.08) * _soft(u(0.45, 0.6) - s * x, 0.1)
             )
-        else:  # lower lobe: lateral basal zone, oblique upper border
-            region = _soft(y - (0.05 + u(-0.1, 0.05) - 0.3 * (s * x - 0.3)), 2 * edge)
-        if has["Consolidation"]:
-            frac = u(0.85, 0.97) * region
+        else:  # lower lobe: upper border along the oblique fissure, highest near the hilum and falling
+            # laterally (the opposite of an effusion's meniscus); the lateral costophrenic angle stays aerated
+            region = _soft(y - (u(-0.05, 0.1) + 0.35 * (s * x - 0.2)), 2 * edge) * _soft(
+                cx * s + 0.7 * rx - s * x, 0.08
+            )
+        if has["Consolidation"]:  # alveoli filled: homogeneous, nearly airless
+            frac = u(0.93, 1.0) * region
         else:  # pneumonia alone: patchy, softer
             frac = u(0.7, 0.9) * region * _soft(_pick_noise(bank, rng) + 0.6, 1.2)
-        bronchi = bank["trees"][rng.integers(len(bank["trees"]))]
-        frac = frac * (1.0 - 0.6 * np.clip(bronchi * (rh < 0.55), 0, 1))  # air bronchograms
+        # air bronchograms: only the thick central bronchi stay aerated (thin ones are below resolution)
+        bronchi = np.clip(4.0 * bank["trees"][rng.integers(len(bank["trees"]))] - 3.0, 0, 1) * (rh < 0.45)
+        frac = frac * (1.0 - 0.7 * bronchi)
         aer = aer * (1.0 - frac * (s * x > 0))
-    if has["Pneumonia"] and has["Consolidation"]:
-        s = int(rng.choice([-1, 1]))
-        blob = _ellipse(x, y, s * u(0.3, 0.6), u(-0.3, 0.2), u(0.15, 0.25), u(0.12, 0.25), 0.1)
-        aer = aer * (1.0 - 0.7 * blob * _soft(_pick_noise(bank, rng) + 0.3, 1.0))
-    if has["Lung Opacity"]:
+    # Lung Opacity is the parent of the airspace findings (CheXpert's label hierarchy): a report that names a
+    # consolidation usually calls the same lesion an "opacity" too, and "consolidation, likely pneumonia" is
+    # one lesion. So a separate opacity is drawn only when no child finding already explains it.
+    if has["Lung Opacity"] and not any(has[c] for c in _OPACITY_CHILDREN):
         s = int(rng.choice([-1, 1]))
         blob = _ellipse(x, y, s * u(0.3, 0.6), u(-0.4, 0.25), u(0.15, 0.28), u(0.15, 0.3), 0.25)
         aer = aer * (1.0 - u(0.45, 0.65) * blob * _soft(_pick_noise(bank, rng) + 0.3, 1.4))
