@@ -144,3 +144,18 @@ def test_each_finding_changes_the_image():
     for name in OBSERVATIONS[1:]:
         ((a, b),) = _pairs(name, n=1, seed=21)
         assert np.abs(b - a).mean() > 0.05, name
+
+
+def test_consolidation_is_a_dense_opacity_and_its_parent_labels_add_nothing():
+    """Consolidation fills a lobe (the brightest lung zone rises a lot); Lung Opacity / Pneumonia beside it
+    name the same lesion, so the image with them is the consolidation image pixel for pixel."""
+    gains = []
+    for i, (a, b) in enumerate(_pairs("Consolidation", seed=5)):
+        zones = [(-0.65, -0.15, 0.2, 0.7), (-0.1, 0.3, 0.2, 0.7), (0.2, 0.55, 0.15, 0.7)]  # (y0, y1, x0, x1)
+        gains.append(max(_zone(b - a, x0, x1, y0, y1, s).mean() for y0, y1, x0, x1 in zones for s in (-1, 1)))
+        rng = np.random.default_rng([5, i])
+        both = render_phantom(_labels("Consolidation", "Lung Opacity", "Pneumonia"), rng, S).astype(
+            np.float32
+        )
+        assert np.array_equal(both, b)
+    assert np.median(gains) > 25, gains

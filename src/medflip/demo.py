@@ -7,8 +7,9 @@ an image and a sentence are positives when their label vectors agree, not becaus
 
 Held out: reports whose id is a multiple of 7. Their labels drive the test phantoms (the 5 CheXpert
 competition classes, each test image positive for exactly one) and their sentences are the retrieval
-candidates. The training set is class-balanced: reports positive for a competition class are repeated
-so each class is seen about as often as normal studies.
+candidates. Training is class-balanced on both streams: for each competition class as many image label
+vectors (from training reports) and as many sentences (from training reports' sentences) as normal/other
+ones, half of them where that class is the only competition finding (as in the test set).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ HOLDOUT_MODULUS = 7
 @dataclass
 class DemoConfig:
     out: str = "runs/demo"
-    steps: int = 1300
+    steps: int = 1200
     batch_size: int = 64
     render_size: int = 80  # phantoms are rendered at this size ...
     image_size: int = 64  # ... and random-resized-cropped to this model input (4 x 4 patches of 16 px)

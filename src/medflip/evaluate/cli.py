@@ -19,64 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from medflip.errors import UserError
-from medflip.observations import COMPETITION_TASKS, OBSERVATIONS
-
-NORMAL_CLASS_NAMES = {"normal", "no finding", "no_finding", "negative"}
-
-
-def chexpert5_targets(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """values: raw labels [N, 14] (1/0/-1/NaN) -> (y [n] index into COMPETITION_TASKS, kept rows [n]).
-
-    A row counts when exactly one of the five competition tasks is positive (the CheXpert-5x200 rule).
-    """
-    sub = values[:, [OBSERVATIONS.index(c) for c in COMPETITION_TASKS]] == 1
-    keep = np.flatnonzero(sub.sum(1) == 1)
-    return sub[keep].argmax(1), keep
-
-
-def binary_targets(values: np.ndarray, classes: np.ndarray, positive: str) -> tuple[np.ndarray, np.ndarray]:
-    """Positive vs normal. Positive: the label column `positive` is 1 (or, for names outside the 14
-    observations such as COVID-19, the `class` column equals it). Normal: No Finding is 1 (or class is
-    normal). Returns (y [n] 0 = normal / 1 = positive, kept rows)."""
-    cls = np.char.lower(np.asarray(classes, dtype=str))
-    if positive in OBSERVATIONS:
-        pos = values[:, OBSERVATIONS.index(positive)] == 1
-    else:
-        pos = cls == positive.lower()
-    normal = (
-        (values[:, OBSERVATIONS.index("No Finding")] == 1) | np.isin(cls, list(NORMAL_CLASS_NAMES))
-    ) & ~pos
-    keep = np.flatnonzero(pos | normal)
-    return pos[keep].astype(int), keep
-
-
-def resolve_task(rows, task: str, positive: str | None) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """(class names, y, kept row indices) for a task on a cache split; clear errors when labels do not fit."""
-    from medflip.data.manifest import label_values
-
-    values = label_values(rows)
-    if task == "chexpert5":
-        names = list(COMPETITION_TASKS)
-        y, keep = chexpert5_targets(values)
-    elif task == "binary":
-        if not positive:
-            raise UserError("--task binary needs --positive CLASS (e.g. Pneumonia, COVID-19)")
-        names = ["Normal", positive]
-        y, keep = binary_targets(values, rows["class"].fillna("").to_numpy(), positive)
-    else:
-        raise UserError(f"unknown task {task!r}: use chexpert5 or binary")
-    counts = np.bincount(y, minlength=len(names)) if len(y) else np.zeros(len(names), int)
-    empty = [n for n, c in zip(names, counts) if c == 0]
-    if empty:
-        raise UserError(
-            f"task {task}: no images of class(es) {', '.join(empty)} in this split ({len(rows)} rows)"
-        )
-    skipped = len(rows) - len(keep)
-    if skipped:
-        print(
-            f"task {task}: {len(keep)} of {len(rows)} images fit the task; {skipped} skipped (not exactly one class)"
-        )
-    return names, y, keep
+from medflip.evaluate.tasks import binary_targets, chexpert5_targets, resolve_task
 
 
 def _open_split(cache_dir, split: str):

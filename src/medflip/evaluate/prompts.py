@@ -18,7 +18,6 @@ CHEXPERT_PROMPT_PARTS: dict[str, dict[str, list[str]]] = {
             "atelectasis",
             "linear atelectasis",
             "plate-like atelectasis",
-            "bibasilar atelectasis",
             "discoid atelectasis",
             "volume loss with atelectasis",
         ],
@@ -37,13 +36,13 @@ CHEXPERT_PROMPT_PARTS: dict[str, dict[str, list[str]]] = {
             "cardiomegaly",
             "enlarged cardiac silhouette",
             "enlargement of the heart",
-            "the heart is enlarged",
+            "enlarged heart",
             "increased heart size",
         ],
         "location": [""],
     },
     "Consolidation": {
-        "severity": ["", "focal", "dense", "patchy", "airspace"],
+        "severity": ["", "focal", "dense", "patchy", "extensive"],
         "subtype": [
             "consolidation",
             "airspace consolidation",
@@ -60,7 +59,7 @@ CHEXPERT_PROMPT_PARTS: dict[str, dict[str, list[str]]] = {
         ],
     },
     "Edema": {
-        "severity": ["", "mild", "moderate", "severe", "interstitial"],
+        "severity": ["", "mild", "moderate", "severe", "acute"],
         "subtype": [
             "pulmonary edema",
             "edema",
@@ -81,7 +80,7 @@ CHEXPERT_PROMPT_PARTS: dict[str, dict[str, list[str]]] = {
         "location": ["", "on the left", "on the right", "bilaterally"],
     },
     "Pneumonia": {
-        "severity": ["", "focal", "patchy", "multifocal"],
+        "severity": ["", "focal", "patchy", "mild"],
         "subtype": [
             "pneumonia",
             "infiltrate consistent with pneumonia",
