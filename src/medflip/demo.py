@@ -43,7 +43,7 @@ class DemoConfig:
     # (as in the test set); the rest come from any report positive for it, co-findings included.
     single_class_share: float = 0.5
     lr: float = 4e-4  # a ViT trained from scratch collapsed to a constant embedding at 1e-3 here
-    tau_s: float = 0.1  # sharper than the library default: this 5-class task learned better (docs/results.md)
+    tau_s: float = 0.1  # sharper than the library default; on this task 0.935 vs 0.925 (docs/results.md)
     seed: int = 0
 
 
