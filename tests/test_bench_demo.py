@@ -30,17 +30,19 @@ def test_ceiling_speedup_by_hand():
 
 
 def test_demo_smoke(tmp_path):
-    from medflip.demo import DemoConfig, run_demo
+    from medflip.cli import main
 
-    cfg = DemoConfig(out=str(tmp_path), steps=3, batch_size=8, images_per_class=8, test_per_class=2)
-    metrics = run_demo(cfg, progress=False)
-    saved = json.loads((tmp_path / "metrics.json").read_text())
+    out, js = tmp_path / "run", tmp_path / "m.json"
+    args = ["--steps", "3", "--batch-size", "8", "--images-per-class", "8", "--test-per-class", "2"]
+    assert main(["demo", *args, "--out", str(out), "--json", str(js), "--no-progress"]) == 0
+    saved = json.loads((out / "metrics.json").read_text())
+    assert json.loads(js.read_text()) == saved
     assert saved["zero_shot"]["n"] == 10 and {"accuracy", "macro_f1", "auroc"} <= set(saved["zero_shot"])
     assert {"p@1", "p@5"} <= set(saved["retrieval"])
     assert saved["data"]["images"] == "synthetic phantoms" and saved["data"]["text"] == "real IU reports"
-    assert metrics["train"]["steps"] == 3
+    assert saved["train"]["steps"] == 3
     for name in ("loss.png", "zero_shot_confusion.png", "model/model.safetensors", "log.csv"):
-        assert (tmp_path / name).is_file(), name
+        assert (out / name).is_file(), name
 
 
 def test_demo_balanced_rows_counts_by_hand():

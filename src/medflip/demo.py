@@ -254,11 +254,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument(
             f"--{name.replace('_', '-')}", type=type(value), default=value, help=f"default: {value}"
         )
+    p.add_argument(
+        "--json", type=Path, help="also write the metrics here (the run folder always has metrics.json)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_main)
 
 
 def _main(args: argparse.Namespace) -> int:
     cfg = DemoConfig(**{k: getattr(args, k) for k in DemoConfig().__dict__})
-    run_demo(cfg, progress=not args.no_progress)
+    metrics = run_demo(cfg, progress=not args.no_progress)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(metrics, indent=2))
     return 0
