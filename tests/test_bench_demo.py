@@ -43,24 +43,3 @@ def test_demo_smoke(tmp_path):
     assert saved["train"]["steps"] == 3
     for name in ("loss.png", "zero_shot_confusion.png", "model/model.safetensors", "log.csv"):
         assert (out / name).is_file(), name
-
-
-def test_demo_balanced_rows_counts_by_hand():
-    """Each competition class gets exactly `per_class` rows positive for it, `single_share` of them rows where
-    it is the only competition finding; then `per_class` random rows. Checked with plain loops."""
-    import numpy as np
-
-    from medflip.demo import _balanced_rows
-    from medflip.observations import COMPETITION_TASKS, OBSERVATIONS
-
-    rng = np.random.default_rng(0)
-    labels = (rng.random((300, len(OBSERVATIONS))) < 0.15).astype(np.float32)
-    cols = [OBSERVATIONS.index(c) for c in COMPETITION_TASKS]
-    ids = np.arange(0, 300, 2)  # only even rows may be drawn
-    rows = _balanced_rows(labels, ids, per_class=20, single_share=0.5, rng=np.random.default_rng(1))
-    assert len(rows) == 20 * (len(COMPETITION_TASKS) + 1) and set(rows.tolist()) <= set(ids.tolist())
-    for k, c in enumerate(cols):
-        block = rows[20 * k : 20 * k + 20]  # 10 single-class rows, then 10 rows positive for the class
-        singles, anyones = block[:10], block[10:]
-        assert all(labels[r, c] == 1 and sum(labels[r, j] for j in cols) == 1 for r in singles)
-        assert all(labels[r, c] == 1 for r in anyones)

@@ -47,35 +47,11 @@ class DemoConfig:
     seed: int = 0
 
 
-def _single_task(labels: np.ndarray) -> np.ndarray:
-    """Index into COMPETITION_TASKS of the single positive competition class per row, -1 if not exactly one."""
-    cols = [OBSERVATIONS.index(c) for c in COMPETITION_TASKS]
-    sub = labels[:, cols] > 0
-    return np.where(sub.sum(1) == 1, sub.argmax(1), -1)
-
-
-def _balanced_rows(
-    labels: np.ndarray, ids: np.ndarray, per_class: int, single_share: float, rng: np.random.Generator
-) -> np.ndarray:
-    """`per_class` rows of `ids` for each competition class (a share of them from rows where it is the only
-    competition finding, the rest from any row positive for it) plus `per_class` rows drawn at random."""
-    task_of = _single_task(labels)
-    out = []
-    for k, name in enumerate(COMPETITION_TASKS):
-        pos = ids[labels[ids, OBSERVATIONS.index(name)] > 0]
-        single = ids[task_of[ids] == k]
-        n_single = int(round(single_share * per_class)) if len(single) else 0
-        for pool, n in ((single, n_single), (pos, per_class - n_single)):
-            out.append(rng.choice(pool, n, replace=len(pool) < n))
-    out.append(rng.choice(ids, per_class, replace=len(ids) < per_class))  # normal and everything else
-    return np.concatenate(out)
-
-
 def build_demo_data(cfg: DemoConfig, progress: bool = True) -> dict:
     """Label the IU reports, choose training and test label vectors, render phantoms."""
     from medflip.data.iu_reports import load_iu_reports
     from medflip.data.phantom import render_phantoms
-    from medflip.data.streams import TextCorpus
+    from medflip.data.streams import TextCorpus, balanced_rows, single_class
 
     t0 = time.perf_counter()
     reports = [r for r in load_iu_reports() if r.text]
@@ -86,26 +62,14 @@ def build_demo_data(cfg: DemoConfig, progress: bool = True) -> dict:
 
     train_ids = np.flatnonzero(~held)
     rep = corpus_all.report_labels
-    task_of = _single_task(rep)
+    task_of = single_class(rep, COMPETITION_TASKS)
     chosen = rng.permutation(
-        _balanced_rows(rep, train_ids, cfg.images_per_class, cfg.single_class_share, rng)
+        balanced_rows(rep, train_ids, cfg.images_per_class, rng, single_share=cfg.single_class_share)
     )
-
-    # The text stream is balanced the same way, sentence by sentence: a report positive for a rare class
-    # (28 training reports mention consolidation) holds only one or two sentences about it, so drawing a
-    # random sentence of a balanced report still leaves the rare class with ~3 positive texts per batch.
-    sents = [
-        (t, lab) for i in train_ids for t, lab in zip(corpus_all.sentences[i], corpus_all.sentence_labels[i])
-    ]
-    sent_labels = np.stack([lab for _, lab in sents])
-    pick = _balanced_rows(
-        sent_labels, np.arange(len(sents)), cfg.images_per_class, cfg.single_class_share, rng
-    )
-    train_corpus = TextCorpus(
-        [sents[i][0] for i in pick],
-        [[sents[i][0]] for i in pick],
-        [sent_labels[i : i + 1] for i in pick],
-        sent_labels[pick],
+    # The text stream is balanced the same way, sentence by sentence (TextCorpus.balanced_sentences says why;
+    # only 28 training reports mention consolidation).
+    train_corpus = corpus_all.subset(train_ids).balanced_sentences(
+        cfg.images_per_class, rng, single_share=cfg.single_class_share
     )
 
     test_ids = np.flatnonzero(held)
@@ -130,7 +94,7 @@ def build_demo_data(cfg: DemoConfig, progress: bool = True) -> dict:
     # Retrieval candidates: held-out sentences that name exactly one competition class.
     texts, cats = [], []
     for i in test_ids:
-        sent_cat = _single_task(corpus_all.sentence_labels[i])
+        sent_cat = single_class(corpus_all.sentence_labels[i], COMPETITION_TASKS)
         for s, c in zip(corpus_all.sentences[i], sent_cat):
             if c >= 0:
                 texts.append(s)

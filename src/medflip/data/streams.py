@@ -18,6 +18,38 @@ import numpy as np
 import torch
 
 from medflip.data.augment import AugmentConfig, augment_batch, normalize
+from medflip.observations import COMPETITION_TASKS, OBSERVATIONS
+
+
+def single_class(labels: np.ndarray, classes: tuple[str, ...] | list[str]) -> np.ndarray:
+    """labels [N, 14] -> [N]: index into `classes` of the row's only positive class, -1 if not exactly one."""
+    sub = labels[:, [OBSERVATIONS.index(c) for c in classes]] > 0
+    return np.where(sub.sum(1) == 1, sub.argmax(1), -1)
+
+
+def balanced_rows(
+    labels: np.ndarray,
+    ids: np.ndarray,
+    per_class: int,
+    rng: np.random.Generator,
+    classes: tuple[str, ...] | list[str] = COMPETITION_TASKS,
+    single_share: float = 0.5,
+) -> np.ndarray:
+    """Rows of `ids` (with repetition where a pool is small): `per_class` positive for each class, a
+    `single_share` of them where it is the only positive of `classes` (so the class is seen alone, not only
+    beside more common findings), then `per_class` rows at random (normal and everything else). A class with
+    no positive row gets none. Returns the indices in that order."""
+    task_of = single_class(labels, classes)
+    out = []
+    for k, name in enumerate(classes):
+        pos = ids[labels[ids, OBSERVATIONS.index(name)] > 0]
+        single = ids[task_of[ids] == k]
+        n_single = int(round(single_share * per_class)) if len(single) else 0
+        for pool, n in ((single, n_single), (pos, per_class - n_single)):
+            if len(pool):
+                out.append(rng.choice(pool, n, replace=len(pool) < n))
+    out.append(rng.choice(ids, per_class, replace=len(ids) < per_class))
+    return np.concatenate(out)
 
 
 @dataclass
@@ -63,6 +95,34 @@ class TextCorpus:
                 sent_labels.append(np.stack([s.vector(uncertain) for s in kept]).astype(np.float32))
             rep_labels.append(result.vector(uncertain))
         return cls(list(reports), sentences, sent_labels, np.stack(rep_labels).astype(np.float32))
+
+    def subset(self, ids: np.ndarray) -> TextCorpus:
+        """The reports `ids`, in that order."""
+        return TextCorpus(
+            [self.reports[i] for i in ids],
+            [self.sentences[i] for i in ids],
+            [self.sentence_labels[i] for i in ids],
+            self.report_labels[ids],
+        )
+
+    def balanced_sentences(
+        self,
+        per_class: int,
+        rng: np.random.Generator,
+        classes: tuple[str, ...] | list[str] = COMPETITION_TASKS,
+        single_share: float = 0.5,
+    ) -> TextCorpus:
+        """A class-balanced corpus of single sentences (see `balanced_rows`), one "report" per sentence.
+
+        Why sentences and not reports: a report positive for a rare finding holds one or two sentences
+        about it, so even a report-balanced stream shows the rare finding in few texts per batch, and its
+        images' soft targets then fall mostly on other findings' sentences.
+        """
+        flat = [(t, lab) for ss, ls in zip(self.sentences, self.sentence_labels) for t, lab in zip(ss, ls)]
+        labels = np.stack([lab for _, lab in flat])
+        pick = balanced_rows(labels, np.arange(len(flat)), per_class, rng, classes, single_share)
+        texts = [flat[i][0] for i in pick]
+        return TextCorpus(texts, [[t] for t in texts], [labels[i : i + 1] for i in pick], labels[pick])
 
     def draw(
         self, report_ids: np.ndarray, rng: np.random.Generator, mode: str

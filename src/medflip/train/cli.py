@@ -54,6 +54,30 @@ def load_text_reports(source: str, text_column: str) -> list[str]:
     return kept
 
 
+def balance_text_corpus(corpus, per_class: int, paired: bool, seed: int):
+    """The class-balanced sentence corpus of `--data.balance_text`, with a line on what it could draw from."""
+    import numpy as np
+
+    from medflip.observations import COMPETITION_TASKS, OBSERVATIONS
+
+    if paired:
+        raise UserError(
+            "--data.balance_text needs decoupled text (--data.texts iu or a corpus file): "
+            "paired reports belong to their images"
+        )
+    labels = np.concatenate(corpus.sentence_labels)
+    counts = {c: int((labels[:, OBSERVATIONS.index(c)] > 0).sum()) for c in COMPETITION_TASKS}
+    print(
+        f"balanced text: {per_class} sentences per class from "
+        + ", ".join(f"{c} {n}" for c, n in counts.items())
+        + f" positive sentences, plus {per_class} at random (of {len(labels)})"
+    )
+    missing = [c for c, n in counts.items() if n == 0]
+    if missing:
+        print(f"balanced text: no sentence is positive for {', '.join(missing)}; those classes get none")
+    return corpus.balanced_sentences(per_class, np.random.default_rng([seed, 3]))
+
+
 def build_batches(cfg, device):
     """The cache split + text corpus named by cfg.data, as seeded decoupled (or paired) batches."""
     from medflip.data.cache import open_cache
@@ -79,6 +103,8 @@ def build_batches(cfg, device):
     else:
         reports = load_text_reports(dc.texts, dc.text_column)
     corpus = TextCorpus.from_reports(reports, uncertain=cfg.loss.uncertain)
+    if dc.balance_text > 0:
+        corpus = balance_text_corpus(corpus, dc.balance_text, paired, cfg.train.seed)
     return DecoupledBatches(
         cache.images,
         cache.labels(cfg.loss.uncertain),
