@@ -69,22 +69,29 @@ def test_balanced_sentences_by_hand():
 
 def test_balance_text_option(capsys):
     with pytest.raises(UserError, match="decoupled"):
-        balance_text_corpus(_corpus(), 4, paired=True, seed=0)
-    bal = balance_text_corpus(_corpus(), 4, paired=False, seed=0)
+        balance_text_corpus(_corpus(), 4, COMPETITION_TASKS, paired=True, seed=0)
+    with pytest.raises(UserError, match="valid: No Finding"):
+        balance_text_corpus(_corpus(), 4, ("Edema", "Oedema"), paired=False, seed=0)
+    bal = balance_text_corpus(_corpus(), 4, COMPETITION_TASKS, paired=False, seed=0)
     assert len(bal) == 4 * 4 + 4
     out = capsys.readouterr().out
     assert "Consolidation 0" in out and "no sentence is positive for Consolidation" in out
+    bal = balance_text_corpus(_corpus(), 3, ("No Finding", "Edema"), paired=False, seed=0)
+    assert bal.reports[:6] == ["No acute disease."] * 3 + ["Cardiomegaly and edema."] * 3 and len(bal) == 9
 
 
 def test_pretrain_batches_with_balanced_iu_text(tmp_path):
     """`medflip pretrain --data.texts iu --data.balance_text 10` on an image cache: a 60-sentence corpus whose
     first 50 are 10 positives per competition class (the IU reports mention all five)."""
+    from medflip.config import from_dict
     from medflip.train.cli import build_batches
     from medflip.train.config import PretrainConfig
     from test_eval_supervised import chexpert5_cache
 
-    cfg = PretrainConfig()
-    cfg.data.cache, cfg.data.texts, cfg.data.balance_text = str(chexpert5_cache(tmp_path / "c")), "iu", 10
+    cfg = from_dict(  # the way a YAML file / flags arrive: comma-separated class names
+        PretrainConfig, {"data": {"balance_classes": ",".join(COMPETITION_TASKS), "balance_text": 10}}
+    )
+    cfg.data.cache, cfg.data.texts = str(chexpert5_cache(tmp_path / "c")), "iu"
     cfg.data.batch_size, cfg.model.vision.image_size = 8, 32
     batches = build_batches(cfg, "cpu")
     labels = batches.corpus.report_labels

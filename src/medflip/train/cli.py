@@ -54,19 +54,22 @@ def load_text_reports(source: str, text_column: str) -> list[str]:
     return kept
 
 
-def balance_text_corpus(corpus, per_class: int, paired: bool, seed: int):
+def balance_text_corpus(corpus, per_class: int, classes, paired: bool, seed: int):
     """The class-balanced sentence corpus of `--data.balance_text`, with a line on what it could draw from."""
     import numpy as np
 
-    from medflip.observations import COMPETITION_TASKS, OBSERVATIONS
+    from medflip.observations import OBSERVATIONS
 
     if paired:
         raise UserError(
             "--data.balance_text needs decoupled text (--data.texts iu or a corpus file): "
             "paired reports belong to their images"
         )
+    unknown = [c for c in classes if c not in OBSERVATIONS]
+    if unknown:
+        raise UserError(f"--data.balance_classes: unknown {unknown}; valid: {', '.join(OBSERVATIONS)}")
     labels = np.concatenate(corpus.sentence_labels)
-    counts = {c: int((labels[:, OBSERVATIONS.index(c)] > 0).sum()) for c in COMPETITION_TASKS}
+    counts = {c: int((labels[:, OBSERVATIONS.index(c)] > 0).sum()) for c in classes}
     print(
         f"balanced text: {per_class} sentences per class from "
         + ", ".join(f"{c} {n}" for c, n in counts.items())
@@ -75,7 +78,7 @@ def balance_text_corpus(corpus, per_class: int, paired: bool, seed: int):
     missing = [c for c, n in counts.items() if n == 0]
     if missing:
         print(f"balanced text: no sentence is positive for {', '.join(missing)}; those classes get none")
-    return corpus.balanced_sentences(per_class, np.random.default_rng([seed, 3]))
+    return corpus.balanced_sentences(per_class, np.random.default_rng([seed, 3]), tuple(classes))
 
 
 def build_batches(cfg, device):
@@ -104,7 +107,7 @@ def build_batches(cfg, device):
         reports = load_text_reports(dc.texts, dc.text_column)
     corpus = TextCorpus.from_reports(reports, uncertain=cfg.loss.uncertain)
     if dc.balance_text > 0:
-        corpus = balance_text_corpus(corpus, dc.balance_text, paired, cfg.train.seed)
+        corpus = balance_text_corpus(corpus, dc.balance_text, dc.balance_classes, paired, cfg.train.seed)
     return DecoupledBatches(
         cache.images,
         cache.labels(cfg.loss.uncertain),

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from medflip.data.augment import AugmentConfig
 from medflip.losses import LossConfig
 from medflip.model.medflip import ModelConfig
+from medflip.observations import COMPETITION_TASKS
 
 
 @dataclass
@@ -17,9 +18,10 @@ class DataConfig:
     texts: str = "paired"  # paired (the images' own reports) | iu (bundled IU reports) | path to CSV/JSONL
     text_column: str = "report"  # column of `texts` holding report text (CSV/JSONL corpora)
     text_mode: str = "sentence"  # sentence: one sampled sentence per draw | report: the whole report
-    # >0 (decoupled text only): the text stream becomes N sentences positive for each CheXpert competition
-    # class plus N at random, so rare findings are seen as often as common ones (TextCorpus.balanced_sentences)
+    # >0 (decoupled text only): the text stream becomes N sentences positive for each of balance_classes plus
+    # N at random, so rare findings are seen as often as common ones (TextCorpus.balanced_sentences)
     balance_text: int = 0
+    balance_classes: tuple[str, ...] = COMPETITION_TASKS  # observation names, comma-separated on the CLI
     batch_size: int = 32
     augment: bool = True
     augment_cfg: AugmentConfig = field(default_factory=AugmentConfig)
