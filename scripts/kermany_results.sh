@@ -2,7 +2,7 @@
 # Real-data results on the Kermany paediatric pneumonia training split (docs/results.md).
 # Pre-trains on a patient-disjoint train split with the IU report sentences as the (decoupled) text corpus,
 # evaluates zero-shot pneumonia vs normal. Usage: scripts/kermany_results.sh STAGE [MINUTES]
-#   STAGE = data | tau | methods | data-efficiency ; MINUTES = wall-clock budget per run (default 5)
+#   STAGE = data | tau | methods | data-efficiency | balance ; MINUTES = wall-clock budget per run (default 5)
 set -euo pipefail
 ROOT=${KERMANY_ROOT:-../shared/data/kermany-pneumonia}
 OUT=${OUT:-runs/kermany}
@@ -44,5 +44,10 @@ case "$1" in
     done
     medflip eval efficiency --cache "$OUT/cache128" --split test --task binary --positive Pneumonia \
       --data-runs "${runs[@]}" --out "$OUT/data_efficiency" ;;
-  *) echo "usage: $0 data|tau|methods|data-efficiency [MINUTES]"; exit 2 ;;
+  balance)  # class-balanced text stream (Pneumonia / No Finding sentences) vs the plain IU stream, on val
+    medflip pretrain "${COMMON[@]}" --train.out "$OUT/bal_base"
+    medflip pretrain "${COMMON[@]}" --data.balance_text 1000 --data.balance_classes "Pneumonia,No Finding" \
+      --train.out "$OUT/bal_pn"
+    for run in bal_base bal_pn; do zeroshot "$OUT/$run" val; done ;;
+  *) echo "usage: $0 data|tau|methods|data-efficiency|balance [MINUTES]"; exit 2 ;;
 esac
