@@ -70,6 +70,8 @@ def test_balanced_sentences_by_hand():
 def test_balance_text_option(capsys):
     with pytest.raises(UserError, match="decoupled"):
         balance_text_corpus(_corpus(), 4, COMPETITION_TASKS, paired=True, seed=0)
+    with pytest.raises(UserError, match="text_mode sentence"):
+        balance_text_corpus(_corpus(), 4, COMPETITION_TASKS, paired=False, seed=0, text_mode="report")
     with pytest.raises(UserError, match="valid: No Finding"):
         balance_text_corpus(_corpus(), 4, ("Edema", "Oedema"), paired=False, seed=0)
     bal = balance_text_corpus(_corpus(), 4, COMPETITION_TASKS, paired=False, seed=0)

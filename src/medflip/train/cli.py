@@ -54,7 +54,9 @@ def load_text_reports(source: str, text_column: str) -> list[str]:
     return kept
 
 
-def balance_text_corpus(corpus, per_class: int, classes, paired: bool, seed: int):
+def balance_text_corpus(
+    corpus, per_class: int, classes, paired: bool, seed: int, text_mode: str = "sentence"
+):
     """The class-balanced sentence corpus of `--data.balance_text`, with a line on what it could draw from."""
     import numpy as np
 
@@ -65,6 +67,8 @@ def balance_text_corpus(corpus, per_class: int, classes, paired: bool, seed: int
             "--data.balance_text needs decoupled text (--data.texts iu or a corpus file): "
             "paired reports belong to their images"
         )
+    if text_mode != "sentence":
+        raise UserError("--data.balance_text balances sentences: use it with --data.text_mode sentence")
     unknown = [c for c in classes if c not in OBSERVATIONS]
     if unknown:
         raise UserError(f"--data.balance_classes: unknown {unknown}; valid: {', '.join(OBSERVATIONS)}")
@@ -107,7 +111,9 @@ def build_batches(cfg, device):
         reports = load_text_reports(dc.texts, dc.text_column)
     corpus = TextCorpus.from_reports(reports, uncertain=cfg.loss.uncertain)
     if dc.balance_text > 0:
-        corpus = balance_text_corpus(corpus, dc.balance_text, dc.balance_classes, paired, cfg.train.seed)
+        corpus = balance_text_corpus(
+            corpus, dc.balance_text, dc.balance_classes, paired, cfg.train.seed, dc.text_mode
+        )
     return DecoupledBatches(
         cache.images,
         cache.labels(cfg.loss.uncertain),
