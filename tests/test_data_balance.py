@@ -4,9 +4,9 @@ checked by counting with plain loops, and the `--data.balance_text` option of `m
 import numpy as np
 import pytest
 
-from medflip.data.streams import TextCorpus, balanced_rows, single_class
+from medflip.data.streams import TextCorpus, balanced_rows
 from medflip.errors import UserError
-from medflip.observations import COMPETITION_TASKS, OBSERVATIONS
+from medflip.observations import COMPETITION_TASKS, OBSERVATIONS, single_class
 from medflip.train.cli import balance_text_corpus
 
 COLS = [OBSERVATIONS.index(c) for c in COMPETITION_TASKS]

@@ -63,3 +63,13 @@ def label_matrix(rows: Iterable[Sequence[object]], uncertain: str = "positive") 
     """Stack label vectors: [N, K] float32."""
     vecs = [to_label_vector(r, uncertain) for r in rows]
     return np.stack(vecs) if vecs else np.zeros((0, NUM_OBSERVATIONS), dtype=np.float32)
+
+
+def single_class(labels: np.ndarray, classes: Sequence[str]) -> np.ndarray:
+    """labels [N, 14] -> [N]: index into `classes` of the row's only positive class, -1 if not exactly one.
+
+    Positive means > 0, so raw labels (1 / 0 / -1 / NaN) and label vectors give the same answer; with the
+    five COMPETITION_TASKS this is the CheXpert-5x200 rule.
+    """
+    sub = np.asarray(labels)[:, [OBSERVATIONS.index(c) for c in classes]] > 0
+    return np.where(sub.sum(1) == 1, sub.argmax(1), -1)

@@ -18,13 +18,7 @@ import numpy as np
 import torch
 
 from medflip.data.augment import AugmentConfig, augment_batch, normalize
-from medflip.observations import COMPETITION_TASKS, OBSERVATIONS
-
-
-def single_class(labels: np.ndarray, classes: tuple[str, ...] | list[str]) -> np.ndarray:
-    """labels [N, 14] -> [N]: index into `classes` of the row's only positive class, -1 if not exactly one."""
-    sub = labels[:, [OBSERVATIONS.index(c) for c in classes]] > 0
-    return np.where(sub.sum(1) == 1, sub.argmax(1), -1)
+from medflip.observations import COMPETITION_TASKS, OBSERVATIONS, single_class
 
 
 def balanced_rows(

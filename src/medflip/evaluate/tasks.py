@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from medflip.errors import UserError
-from medflip.observations import COMPETITION_TASKS, OBSERVATIONS
+from medflip.observations import COMPETITION_TASKS, OBSERVATIONS, single_class
 
 NORMAL_CLASS_NAMES = {"normal", "no finding", "no_finding", "negative"}
 
@@ -19,9 +19,9 @@ def chexpert5_targets(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     A row counts when exactly one of the five competition tasks is positive (the CheXpert-5x200 rule).
     """
-    sub = values[:, [OBSERVATIONS.index(c) for c in COMPETITION_TASKS]] == 1
-    keep = np.flatnonzero(sub.sum(1) == 1)
-    return sub[keep].argmax(1), keep
+    task = single_class(values, COMPETITION_TASKS)
+    keep = np.flatnonzero(task >= 0)
+    return task[keep], keep
 
 
 def binary_targets(values: np.ndarray, classes: np.ndarray, positive: str) -> tuple[np.ndarray, np.ndarray]:
