@@ -41,7 +41,6 @@ KNOWN_VIOLATIONS: set[tuple[str, str]] = {
     ("medflip.labeler.bench", "medflip.data.iu_reports"),
     ("medflip.labeler.evaluate", "medflip.data.iu_reports"),
     ("medflip.labeler.io", "medflip.data.iu_reports"),
-    ("medflip.model.medflip", "medflip"),
 }
 
 
