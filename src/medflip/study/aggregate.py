@@ -21,8 +21,13 @@ class Metric:
 
     @property
     def label(self) -> str:
-        names = {"bal_acc": "balanced accuracy", "auroc": "macro AUROC", "accuracy": "accuracy",
-                 "macro_f1": "macro-F1", "normal_fpr": "normals called pneumonia"}
+        names = {
+            "bal_acc": "balanced accuracy",
+            "auroc": "macro AUROC",
+            "accuracy": "accuracy",
+            "macro_f1": "macro-F1",
+            "normal_fpr": "normals called pneumonia",
+        }
         if self.task == "probe":
             return f"probe {self.fraction * 100:g}% {names.get(self.metric, self.metric)}"
         if self.task == "finetune":
@@ -65,6 +70,8 @@ def _closure(r: dict, m: Metric):
     if m.task == "zeroshot":
         y, p = r["zeroshot"]["test"]["y"], r["zeroshot"]["test"]["probs"]
     elif m.task == "probe":
+        if f"{m.fraction:g}" not in r["probe"]:
+            return None
         y, p = r["y3_test"], r["probe"][f"{m.fraction:g}"]["probs"]
     else:
         if "finetune" not in r:
@@ -116,15 +123,20 @@ class Aggregate:
     def throughput(self, method: str, fraction: float = 1.0) -> dict | None:
         """Pre-training steps per clock minute, mean +- sd over seeds."""
         rs = self.group(method, fraction)
-        rates = [r["train"]["steps"] / max(r["train"]["elapsed_s"], 1e-9) * 60 for r in rs if r["train"]["steps"]]
+        rates = [
+            r["train"]["steps"] / max(r["train"]["elapsed_s"], 1e-9) * 60 for r in rs if r["train"]["steps"]
+        ]
         if not rates:
             return None
-        return {"mean": float(np.mean(rates)), "sd": float(np.std(rates, ddof=1)) if len(rates) > 1 else float("nan"),
-                "steps": [r["train"]["steps"] for r in rs]}
+        return {
+            "mean": float(np.mean(rates)),
+            "sd": float(np.std(rates, ddof=1)) if len(rates) > 1 else float("nan"),
+            "steps": [r["train"]["steps"] for r in rs],
+        }
 
 
 def fmt(s: dict | None, digits: int = 3) -> str:
-    """"0.812 +- 0.010 [0.790-0.833] (3)": mean +- sd over seeds [95% CI over test images] (seeds)."""
+    """ "0.812 +- 0.010 [0.790-0.833] (3)": mean +- sd over seeds [95% CI over test images] (seeds)."""
     if s is None:
         return "not run"
     sd = "" if not np.isfinite(s["sd"]) else f" ± {s['sd']:.{digits}f}"

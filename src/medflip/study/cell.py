@@ -22,10 +22,28 @@ import numpy as np
 import pandas as pd
 
 from medflip.errors import UserError
-from medflip.study.plan import Cell, StudyConfig, retrieval_pool_path, text_corpus_path
+from medflip.study.plan import Cell, StudyConfig, is_curve_cell, retrieval_pool_path, text_corpus_path
 
 
 # ------------------------------------------------------------------------------------------ data preparation
+def load_reports(source: str) -> list[str]:
+    """Report texts: "iu" (torchxrayvision's bundled IU reports) or a CSV/JSONL file with a `report` column."""
+    if source == "iu":
+        from medflip.data.iu_reports import load_iu_reports
+
+        return [r.text for r in load_iu_reports() if r.text]
+    path = Path(source)
+    if not path.is_file():
+        raise UserError(f"texts: {source!r} is neither 'iu' nor an existing CSV/JSONL file")
+    df = (
+        pd.read_json(path, lines=True) if path.suffix in (".jsonl", ".json") else pd.read_csv(path, dtype=str)
+    )
+    if "report" not in df.columns:
+        raise UserError(f"{path} has no column 'report' (columns: {', '.join(map(str, df.columns))})")
+    texts = df["report"].fillna("").astype(str).str.strip()
+    return texts[texts != ""].tolist()
+
+
 def prepare_texts(cfg: StudyConfig) -> dict:
     """Split the text corpus by report into the pre-training corpus and a held-out retrieval pool.
 
@@ -35,7 +53,6 @@ def prepare_texts(cfg: StudyConfig) -> dict:
     """
     from medflip.data.streams import TextCorpus
     from medflip.evaluate.tasks import binary_targets
-    from medflip.train.cli import load_text_reports
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -43,7 +60,7 @@ def prepare_texts(cfg: StudyConfig) -> dict:
     info_p = out / "texts_info.json"
     if train_p.is_file() and pool_p.is_file() and info_p.is_file():
         return json.loads(info_p.read_text())
-    reports = load_text_reports(cfg.texts, "report")
+    reports = load_reports(cfg.texts)
     corpus = TextCorpus.from_reports(reports)
     rng = np.random.default_rng([0, 11])
     cats = []  # per report: sentence categories (1 positive, 0 normal, -1 neither)
@@ -110,6 +127,16 @@ def _zero_shot_probs(model, img_emb, prompts) -> np.ndarray:
     return (scale * img_emb @ cls.t()).softmax(-1).numpy()
 
 
+def _embed(model, pooled: np.ndarray):
+    """Pooled ViT features [N, D] -> unit image embeddings [N, E] (what MedFLIP.encode_image returns)."""
+    import torch
+    import torch.nn.functional as F
+
+    with torch.inference_mode():
+        proj = model.image_proj(torch.from_numpy(pooled).to(model.device))
+        return F.normalize(proj.float(), dim=-1).cpu()
+
+
 def _retrieval_hits(img_emb, y_img: np.ndarray, txt_emb, cat_txt: np.ndarray, ks=(1, 2, 5, 10)) -> np.ndarray:
     """Per-image precision@K [N, len(ks)]: share of the top-K sentences whose category is the image's."""
     sim = (img_emb.float() @ txt_emb.float().t()).numpy()
@@ -125,8 +152,11 @@ def _probe(f_train, y_train, f_test, fractions, seed: int, n_classes: int) -> di
     for frac in fractions:
         sub = stratified_subset(y_train, frac, seed)
         clf, c = fit_linear_probe(f_train[sub], y_train[sub], seed=seed)
-        out[f"{frac:g}"] = {"probs": predict_proba(clf, f_test, n_classes).round(5).tolist(), "C": c,
-                            "n_train": int(len(sub))}
+        out[f"{frac:g}"] = {
+            "probs": predict_proba(clf, f_test, n_classes).round(5).tolist(),
+            "C": c,
+            "n_train": int(len(sub)),
+        }
     return out
 
 
@@ -142,8 +172,15 @@ def _splits(cfg: StudyConfig):
         from medflip.data.manifest import label_values
 
         yb, kb = binary_targets(label_values(c.rows), c.rows["class"].fillna("").to_numpy(), cfg.positive)
-        d[s] = {"cache": c, "y3": y3, "k3": k3, "yb": yb, "kb": kb,
-                "img3": IndexedImages(c.images, k3), "imgb": IndexedImages(c.images, kb)}
+        d[s] = {
+            "cache": c,
+            "y3": y3,
+            "k3": k3,
+            "yb": yb,
+            "kb": kb,
+            "img3": IndexedImages(c.images, k3),
+            "imgb": IndexedImages(c.images, kb),
+        }
     return d
 
 
@@ -160,7 +197,6 @@ def evaluate_cell(cfg: StudyConfig, cell: Cell, progress: bool = False) -> dict:
         finetune,
         stratified_subset,
     )
-    from medflip.evaluate.zeroshot import encode_images
     from medflip.model.medflip import MedFLIP
 
     t0 = time.process_time()
@@ -174,42 +210,64 @@ def evaluate_cell(cfg: StudyConfig, cell: Cell, progress: bool = False) -> dict:
     pool = pd.read_csv(retrieval_pool_path(cfg))
     model = MedFLIP.from_pretrained(run / "model", map_location=device).eval()
     size, prec = model.cfg.vision.image_size, cfg.precision
-    res: dict = {"cell": cell.name, "method": cell.method, "seed": cell.seed, "fraction": cell.fraction,
-                 "config_key": cfg.key()}
-    # zero-shot (test + val) and retrieval (test)
-    zs = {}
-    emb_test = None
-    for s in ("val", "test"):
-        emb = encode_images(model, sp[s]["imgb"], precision=prec)
-        zs[s] = {"probs": _zero_shot_probs(model, emb, prompts).round(5).tolist(), "y": sp[s]["yb"].tolist()}
-        if s == "test":
-            emb_test = emb
-    res["zeroshot"] = zs
-    txt = model.encode_text(pool["sentence"].tolist()).float().cpu()
-    res["retrieval"] = {
-        "ks": [1, 2, 5, 10],
-        "hits": _retrieval_hits(emb_test, sp["test"]["yb"], txt, pool["category"].to_numpy()).round(4).tolist(),
-        "n_texts": int(len(pool)),
+    res: dict = {
+        "cell": cell.name,
+        "method": cell.method,
+        "seed": cell.seed,
+        "fraction": cell.fraction,
+        "config_key": cfg.key(),
     }
+    # one forward pass per split: pooled features (probe) and, through the projection, embeddings (zero-shot)
+    feats = {
+        s: extract_features(model.vision, sp[s]["cache"].images, size, device, precision=prec) for s in sp
+    }
+    embs = {s: _embed(model, feats[s]) for s in ("val", "test")}
+    res["zeroshot"] = {
+        s: {
+            "probs": _zero_shot_probs(model, embs[s][sp[s]["kb"]], prompts).round(5).tolist(),
+            "y": sp[s]["yb"].tolist(),
+        }
+        for s in ("val", "test")
+    }
+    txt = model.encode_text(pool["sentence"].tolist()).float().cpu()
+    hits = _retrieval_hits(embs["test"][sp["test"]["kb"]], sp["test"]["yb"], txt, pool["category"].to_numpy())
+    res["retrieval"] = {"ks": [1, 2, 5, 10], "hits": hits.round(4).tolist(), "n_texts": int(len(pool))}
     # 3-class linear probe
-    f_tr = extract_features(model.vision, sp["train"]["img3"], size, device, precision=prec)
-    f_te = extract_features(model.vision, sp["test"]["img3"], size, device, precision=prec)
-    res["probe"] = _probe(f_tr, sp["train"]["y3"], f_te, cfg.probe_fractions, cell.seed, len(cfg.probe_classes))
+    f_tr, f_te = feats["train"][sp["train"]["k3"]], feats["test"][sp["test"]["k3"]]
+    res["probe"] = _probe(
+        f_tr, sp["train"]["y3"], f_te, cfg.probe_fractions, cell.seed, len(cfg.probe_classes)
+    )
     res["y3_test"] = sp["test"]["y3"].tolist()
     if cell.method in cfg.finetune_methods and cell.fraction == 1.0:
         sub = stratified_subset(sp["train"]["y3"], cfg.finetune_fraction, cell.seed)
         ft_cfg = FinetuneConfig(epochs=cfg.finetune_epochs, precision=prec, seed=cell.seed)
-        clf, info = finetune(model.vision, IndexedImages(sp["train"]["img3"], sub), sp["train"]["y3"][sub],
-                             len(cfg.probe_classes), size, device, ft_cfg)
-        res["finetune"] = {"probs": classifier_proba(clf, sp["test"]["img3"], size, device, precision=prec)
-                           .round(5).tolist(), "fraction": cfg.finetune_fraction, **info}
-    if cell.seed == min(cfg.seeds) and cell.fraction == 1.0 and cfg.curve_checkpoints > 0:
+        clf, info = finetune(
+            model.vision,
+            IndexedImages(sp["train"]["img3"], sub),
+            sp["train"]["y3"][sub],
+            len(cfg.probe_classes),
+            size,
+            device,
+            ft_cfg,
+        )
+        res["finetune"] = {
+            "probs": classifier_proba(clf, sp["test"]["img3"], size, device, precision=prec)
+            .round(5)
+            .tolist(),
+            "fraction": cfg.finetune_fraction,
+            **info,
+        }
+    if is_curve_cell(cfg, cell):
         res["curve"] = checkpoint_curve(cfg, run, sp, prompts, device)
     res["train"] = train_summary(run)
     res["eval_cpu_s"] = round(time.process_time() - t0, 1)
     tmp = folder / "result.json.tmp"
     tmp.write_text(json.dumps(res))
     tmp.replace(folder / "result.json")  # atomic: a killed evaluation leaves no half result
+    if cfg.prune_checkpoints:  # 150 MB each (the locked text tower is saved too); the curve is measured
+        import shutil
+
+        shutil.rmtree(run / "checkpoints", ignore_errors=True)
     return res
 
 
@@ -219,7 +277,6 @@ def checkpoint_curve(cfg: StudyConfig, run: Path, sp: dict, prompts, device) -> 
 
     from medflip.evaluate.efficiency import _elapsed, thin
     from medflip.evaluate.supervised import IndexedImages, extract_features, stratified_subset
-    from medflip.evaluate.zeroshot import encode_images
     from medflip.model.medflip import MedFLIP
     from medflip.train.checkpoint import list_checkpoints
 
@@ -231,16 +288,19 @@ def checkpoint_curve(cfg: StudyConfig, run: Path, sp: dict, prompts, device) -> 
         step, elapsed = _elapsed(ckpt)
         m = MedFLIP.from_pretrained(ckpt, map_location=device).eval()
         size = m.cfg.vision.image_size
-        p = _zero_shot_probs(m, encode_images(m, sp["test"]["imgb"], precision=cfg.precision), prompts)
+        f_test = extract_features(m.vision, sp["test"]["cache"].images, size, device, precision=cfg.precision)
+        p = _zero_shot_probs(m, _embed(m, f_test)[sp["test"]["kb"]], prompts)
         f_tr = extract_features(m.vision, tr_imgs, size, device, precision=cfg.precision)
-        f_te = extract_features(m.vision, sp["test"]["img3"], size, device, precision=cfg.precision)
+        f_te = f_test[sp["test"]["k3"]]
         pr = _probe(f_tr, sp["train"]["y3"][sub], f_te, (1.0,), seed, len(cfg.probe_classes))["1"]["probs"]
-        points.append({
-            "step": step,
-            "elapsed_s": elapsed,
-            "zeroshot_auroc": float(roc_auc_score(sp["test"]["yb"], p[:, 1])),
-            "probe10_bal_acc": float(balanced_accuracy_score(sp["test"]["y3"], np.argmax(pr, 1))),
-        })
+        points.append(
+            {
+                "step": step,
+                "elapsed_s": elapsed,
+                "zeroshot_auroc": float(roc_auc_score(sp["test"]["yb"], p[:, 1])),
+                "probe10_bal_acc": float(balanced_accuracy_score(sp["test"]["y3"], np.argmax(pr, 1))),
+            }
+        )
     return points
 
 

@@ -1,9 +1,9 @@
 """`medflip study`: the resumable reproduction study (docs/reproduction.md).
 
-  medflip study run      pre-train + evaluate every cell of the plan; finished cells are skipped
-  medflip study report   write the Markdown report and figures from the finished cells
-  medflip study status   list the cells: done / trained / partial / todo, with their commands
-  medflip study eval-cell NAME   evaluate one pre-trained cell (what `run` calls after pre-training)
+medflip study run      pre-train + evaluate every cell of the plan; finished cells are skipped
+medflip study report   write the Markdown report and figures from the finished cells
+medflip study status   list the cells: done / trained / partial / todo, with their commands
+medflip study eval-cell NAME   evaluate one pre-trained cell (what `run` calls after pre-training)
 """
 
 from __future__ import annotations
@@ -25,12 +25,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     from medflip.config import add_config_flags
     from medflip.study.plan import StudyConfig
 
-    p = sub.add_parser("study", help="resumable reproduction study (docs/reproduction.md)", description=DESCRIPTION,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "study",
+        help="resumable reproduction study (docs/reproduction.md)",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     s = p.add_subparsers(dest="study_command", metavar="STUDY_COMMAND")
-    r = s.add_parser("run", help="run every unfinished cell", description=DESCRIPTION,
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    r.add_argument("--only", nargs="+", metavar="CELL", help="run only these cells (names from `study status`)")
+    r = s.add_parser(
+        "run",
+        help="run every unfinished cell",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    r.add_argument(
+        "--only", nargs="+", metavar="CELL", help="run only these cells (names from `study status`)"
+    )
     r.add_argument("--limit", type=int, default=0, help="run at most N unfinished cells, then stop")
     r.add_argument("--report", action="store_true", help="write the report (--doc/--img) after the run")
     r.add_argument("--doc", default="docs/reproduction.md")

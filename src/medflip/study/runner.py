@@ -3,8 +3,8 @@
 Each cell is two commands, both recorded in the cell folder (commands.txt) and in the report:
   medflip pretrain ...                    (the method's flags; one thread, a CPU-time budget)
   medflip study eval-cell NAME --out OUT  (every task on the final model)
-With jobs > 1 cells run side by side as subprocesses (OMP_NUM_THREADS=threads each); with jobs = 1 they run
-in this process (same argv through medflip.cli.main: the same code path, without the start-up cost).
+Both run as subprocesses (OMP_NUM_THREADS=threads each), `jobs` cells side by side: the study runs exactly
+the commands it reports, and a crash in one cell cannot take the study down.
 """
 
 from __future__ import annotations
@@ -64,33 +64,30 @@ def load_config(out: str | Path) -> StudyConfig:
     return from_dict(StudyConfig, json.loads(path.read_text())["config"])
 
 
-def _run(argv: list[str], cfg: StudyConfig, log: Path, inprocess: bool) -> None:
+def launch(argv: list[str], env: dict[str, str], log: Path) -> int:
+    """`python -m medflip.cli ARGV` with output appended to `log`; its exit code. (Tests run it in-process.)"""
+    with log.open("a") as f:
+        return subprocess.run(
+            [sys.executable, "-m", "medflip.cli", *argv], stdout=f, stderr=subprocess.STDOUT, env=env
+        ).returncode
+
+
+def _run(argv: list[str], cfg: StudyConfig, log: Path) -> float:
+    """Run `medflip ARGV` in a subprocess (output appended to `log`); returns its wall-clock seconds."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with (log.parent / "commands.txt").open("a") as f:
         f.write(command_line(argv, cfg.threads) + "\n")
-    if inprocess:
-        import torch
-
-        from medflip.cli import main
-
-        n = torch.get_num_threads()
-        torch.set_num_threads(cfg.threads)
-        try:
-            rc = main(argv)
-        finally:
-            torch.set_num_threads(n)
-    else:
-        env = {**os.environ, "OMP_NUM_THREADS": str(cfg.threads), "MKL_NUM_THREADS": str(cfg.threads)}
-        src = str(Path(__file__).resolve().parents[2])  # this checkout's code, also without an install
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
-        with log.open("a") as f:
-            rc = subprocess.run([sys.executable, "-m", "medflip.cli", *argv], stdout=f, stderr=subprocess.STDOUT,
-                                env=env).returncode
+    env = {**os.environ, "OMP_NUM_THREADS": str(cfg.threads), "MKL_NUM_THREADS": str(cfg.threads)}
+    src = str(Path(__file__).resolve().parents[2])  # this checkout's code, also without an install
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
+    t0 = time.time()
+    rc = launch(argv, env, log)
     if rc:
         raise UserError(f"`{command_line(argv, cfg.threads)}` failed (exit {rc}); log: {log}")
+    return time.time() - t0
 
 
-def run_cell(cfg: StudyConfig, cell: Cell, inprocess: bool) -> str:
+def run_cell(cfg: StudyConfig, cell: Cell) -> str:
     """Pre-train (or resume) and evaluate one cell; returns what was done."""
     status = cell_status(cfg, cell)
     if status == "done":
@@ -99,11 +96,21 @@ def run_cell(cfg: StudyConfig, cell: Cell, inprocess: bool) -> str:
     did = []
     if status in ("todo", "partial"):
         argv = pretrain_argv(cfg, cell) + (["--resume"] if status == "partial" else [])
-        _run(argv, cfg, folder / "pretrain.log", inprocess)
+        wall = _run(argv, cfg, folder / "pretrain.log")
+        _add_wall(folder, "pretrain_wall_s", wall)
         did.append("resumed pre-training" if status == "partial" else "pre-trained")
-    _run(eval_argv(cfg, cell), cfg, folder / "eval.log", inprocess)
+    _add_wall(folder, "eval_wall_s", _run(eval_argv(cfg, cell), cfg, folder / "eval.log"))
     did.append("evaluated")
     return ", ".join(did)
+
+
+def _add_wall(folder: Path, key: str, seconds: float) -> None:
+    """Wall-clock seconds per stage (summed over resumptions) in wall.json, for the per-cell time table."""
+    path = folder / "wall.json"
+    d = json.loads(path.read_text()) if path.is_file() else {}
+    d[key] = round(d.get(key, 0.0) + seconds, 1)
+    d.setdefault("load", []).append(round(os.getloadavg()[0], 2))  # how shared the machine was
+    path.write_text(json.dumps(d))
 
 
 def run_study(cfg: StudyConfig, only: list[str] | None = None, limit: int = 0) -> dict:
@@ -133,7 +140,7 @@ def run_study(cfg: StudyConfig, only: list[str] | None = None, limit: int = 0) -
     def one(i_cell: tuple[int, Cell]) -> None:
         i, cell = i_cell
         try:
-            what = run_cell(cfg, cell, inprocess=cfg.jobs == 1)
+            what = run_cell(cfg, cell)
             key = "ran"
         except UserError as e:
             what, key = f"FAILED: {e}", "failed"
@@ -147,5 +154,7 @@ def run_study(cfg: StudyConfig, only: list[str] | None = None, limit: int = 0) -
     else:
         with ThreadPoolExecutor(cfg.jobs) as pool:
             list(pool.map(one, enumerate(pending)))
-    print(f"study: {counts['ran']} cells run, {counts['skipped']} skipped (finished), {counts['failed']} failed")
+    print(
+        f"study: {counts['ran']} cells run, {counts['skipped']} skipped (finished), {counts['failed']} failed"
+    )
     return counts

@@ -84,8 +84,15 @@ def ece(y: np.ndarray, p_pos: np.ndarray, bins: int = 10) -> tuple[float, list[d
         if sel.any():
             conf, freq = float(p_pos[sel].mean()), float(y[sel].mean())
             total += sel.mean() * abs(conf - freq)
-            out.append({"lo": float(edges[b]), "hi": float(edges[b + 1]), "mean_p": conf, "observed": freq,
-                        "n": int(sel.sum())})
+            out.append(
+                {
+                    "lo": float(edges[b]),
+                    "hi": float(edges[b + 1]),
+                    "mean_p": conf,
+                    "observed": freq,
+                    "n": int(sel.sum()),
+                }
+            )
     return float(total), out
 
 
@@ -121,7 +128,7 @@ def compare(a: dict, b: dict, diff_boot: np.ndarray, min_seeds: int = 2) -> dict
     """
     d = a["mean"] - b["mean"]
     finite = diff_boot[np.isfinite(diff_boot)]
-    lo, hi = (np.quantile(finite, [0.025, 0.975]) if len(finite) else (np.nan, np.nan))
+    lo, hi = np.quantile(finite, [0.025, 0.975]) if len(finite) else (np.nan, np.nan)
     ci_says = bool(lo > 0 or hi < 0)
     if min(a["n_seeds"], b["n_seeds"]) < min_seeds:
         se, seeds_say, why = float("nan"), False, f"fewer than {min_seeds} seeds"
