@@ -180,6 +180,7 @@ def _splits(cfg: StudyConfig):
             "kb": kb,
             "img3": IndexedImages(c.images, k3),
             "imgb": IndexedImages(c.images, kb),
+            "all": IndexedImages(c.images, np.arange(len(c.rows))),  # reads copy rows out of the memory map
         }
     return d
 
@@ -218,9 +219,7 @@ def evaluate_cell(cfg: StudyConfig, cell: Cell, progress: bool = False) -> dict:
         "config_key": cfg.key(),
     }
     # one forward pass per split: pooled features (probe) and, through the projection, embeddings (zero-shot)
-    feats = {
-        s: extract_features(model.vision, sp[s]["cache"].images, size, device, precision=prec) for s in sp
-    }
+    feats = {s: extract_features(model.vision, sp[s]["all"], size, device, precision=prec) for s in sp}
     embs = {s: _embed(model, feats[s]) for s in ("val", "test")}
     res["zeroshot"] = {
         s: {
@@ -288,7 +287,7 @@ def checkpoint_curve(cfg: StudyConfig, run: Path, sp: dict, prompts, device) -> 
         step, elapsed = _elapsed(ckpt)
         m = MedFLIP.from_pretrained(ckpt, map_location=device).eval()
         size = m.cfg.vision.image_size
-        f_test = extract_features(m.vision, sp["test"]["cache"].images, size, device, precision=cfg.precision)
+        f_test = extract_features(m.vision, sp["test"]["all"], size, device, precision=cfg.precision)
         p = _zero_shot_probs(m, _embed(m, f_test)[sp["test"]["kb"]], prompts)
         f_tr = extract_features(m.vision, tr_imgs, size, device, precision=cfg.precision)
         f_te = f_test[sp["test"]["k3"]]
