@@ -128,6 +128,27 @@ def build_batches(cfg, device):
     )
 
 
+def cache_meta(cache_dir: str) -> dict:
+    """The cache's meta.json (size, resize policy, manifest sha256, split counts)."""
+    import json
+
+    path = Path(cache_dir) / "meta.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"{cache_dir} is not a medflip image cache ({path}: {e})") from e
+
+
+def cache_preprocessing(cache_dir: str):
+    """How the training images were prepared (cache size + resize policy), for the model's config.json."""
+    from medflip.model.preprocess import PreprocessConfig
+
+    meta = cache_meta(cache_dir)
+    return PreprocessConfig(
+        cache_size=int(meta["size"]), resize=str(meta.get("resize", "fit-longer-side-pad-black"))
+    )
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     from medflip.config import add_config_flags
     from medflip.train.config import PretrainConfig
@@ -161,6 +182,7 @@ def _main(args: argparse.Namespace) -> int:
     batches = build_batches(cfg, device)
     torch.manual_seed(cfg.train.seed)
     model = MedFLIP(cfg.model)
+    model.preprocess_cfg = cache_preprocessing(cfg.data.cache)  # saved in config.json: medflip.load replays it
     run = pretrain(model, batches, cfg, resume=args.resume, progress=not args.no_progress)
     print(f"done: {run / 'model'} (log: {run / 'log.csv'}, checkpoints: {run / 'checkpoints'})")
     return 0
