@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medflip._version import __version__
 from medflip.errors import UserError
 from medflip.model.decoder import MAEDecoder
 from medflip.model.preprocess import ImageLike, Preprocess, PreprocessConfig
@@ -258,8 +259,6 @@ class MedFLIP(nn.Module):
         directory.mkdir(parents=True, exist_ok=True)
         cfg = dataclasses.asdict(self.cfg)
         cfg["vision"]["checkpoint"] = ""  # the weights are in model.safetensors now
-        from medflip import __version__
-
         meta = {
             "architecture": "MedFLIP",
             "medflip_version": __version__,
