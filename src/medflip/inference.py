@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from medflip.errors import UserError
@@ -126,8 +125,3 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", help="write {classes, predictions: [{image, label, probs}]} here")
     p.set_defaults(func=_predict)
 
-
-if __name__ == "__main__":  # pragma: no cover
-    from medflip.cli import main
-
-    sys.exit(main(["predict", *sys.argv[1:]]))

@@ -47,7 +47,7 @@ def model_card(
     model_name: str = "MedFLIP",
 ) -> str:
     """The card's Markdown. data: cache, split, images, manifest_sha256, texts; preprocess: config.json's."""
-    from medflip import __version__
+    from medflip._version import __version__
 
     c = dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)
     model, train = c.get("model", {}), c.get("train", {})
