@@ -42,6 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--only", nargs="+", metavar="CELL", help="run only these cells (names from `study status`)"
     )
     r.add_argument("--limit", type=int, default=0, help="run at most N unfinished cells, then stop")
+    r.add_argument(
+        "--dry-run", action="store_true", help="save the plan (study.json) and list its cells; run nothing"
+    )
     r.add_argument("--report", action="store_true", help="write the report (--doc/--img) after the run")
     r.add_argument("--doc", default="docs/reproduction.md")
     r.add_argument("--img", default="docs/img")
@@ -73,6 +76,14 @@ def _run(args) -> int:
     from medflip.study.runner import run_study
 
     cfg = _config(args)
+    if args.dry_run:
+        from medflip.study.plan import cells
+        from medflip.study.runner import cell_status, save_config
+
+        save_config(cfg)
+        for c in cells(cfg):
+            print(f"{cell_status(cfg, c):8s} {c.name}")
+        return 0
     counts = run_study(cfg, only=args.only, limit=args.limit)
     if args.report:
         from medflip.study.report import write_report
