@@ -67,7 +67,7 @@ def test_better_needs_both_the_ci_and_the_seed_spread():
 def test_plan_is_seed_major_and_commands_carry_the_method():
     cfg = StudyConfig(seeds=(0, 1), methods=("medclip", "medflip"), pretrain_fractions=(0.1,))
     names = [c.name for c in cells(cfg)]
-    assert names[:4] == ["medclip_f1_s0", "medflip_f1_s0", "medclip_f0.1_s0", "medflip_f0.1_s0"]
+    assert names[:5] == ["medclip_f1_s0", "medflip_f1_s0", "medclip_f1_s1", "medflip_f1_s1", "medclip_f0.1_s0"]
     argv = pretrain_argv(cfg, Cell("medclip", 1, 0.1))
     assert argv[argv.index("--train.mask_ratio") + 1] == "0" and argv[argv.index("--data.fraction") + 1] == "0.1"
     assert argv[argv.index("--train.budget_clock") + 1] == "cpu"

@@ -126,21 +126,21 @@ class Cell:
 
 
 def cells(cfg: StudyConfig) -> list[Cell]:
-    """All cells, seed-major: every method's seed 0 first, so a study cut short still covers every method."""
+    """All cells in run order: the methods seed-major (every method's seed 0, then seed 1, ...: a study cut short
+    still covers every method, and second seeds come before the data-efficiency cells), then those."""
     unknown = [m for m in (*cfg.methods, *cfg.pretrain_fraction_methods) if m not in METHODS]
     if unknown:
         from medflip.errors import UserError
 
         raise UserError(f"unknown method(s) {unknown}; known: {', '.join(METHODS)}")
-    out = []
-    for seed in cfg.seeds:
-        out += [Cell(m, seed) for m in cfg.methods]
-        out += [
-            Cell(m, seed, f)
-            for m in cfg.pretrain_fraction_methods
-            for f in cfg.pretrain_fractions
-            if f != 1.0
-        ]
+    out = [Cell(m, seed) for seed in cfg.seeds for m in cfg.methods]
+    out += [
+        Cell(m, seed, f)
+        for seed in cfg.seeds
+        for m in cfg.pretrain_fraction_methods
+        for f in cfg.pretrain_fractions
+        if f != 1.0
+    ]
     return out
 
 
