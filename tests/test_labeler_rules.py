@@ -203,3 +203,58 @@ def test_hypothetical_policy() -> None:
     assert evidence.value is None and evidence.trigger == "may"
     chexpert_like = label_report(text, default_rules("uncertain")).values
     assert chexpert_like["Atelectasis"] == -1 and chexpert_like["Consolidation"] == -1
+
+
+NORMAL_SENTENCES = [
+    "The lungs are clear.",
+    "Lungs are clear bilaterally.",
+    "Clear lungs.",
+    "No acute cardiopulmonary process.",
+    "No acute cardiopulmonary abnormality.",
+    "No evidence of acute cardiopulmonary disease.",
+    "No acute intrathoracic process.",
+    "Normal chest radiograph.",
+    "Normal chest x-ray.",
+    "Unremarkable chest radiograph.",
+    "Negative chest x-ray.",
+    "Normal study.",
+    "Heart size is normal.",
+    "The heart is normal in size.",
+    "The cardiomediastinal silhouette is within normal limits.",
+    "No active disease.",
+    "No acute findings.",
+]
+
+
+@pytest.mark.parametrize("text", NORMAL_SENTENCES)
+def test_normal_sentences_are_no_finding(text: str) -> None:
+    """A sentence stating normality is No Finding = 1 at sentence level, so it is not an all-zero (dropped)
+    training sentence, and nothing else is set."""
+    (sentence,) = label_report(text).sentences
+    assert sentence.values["No Finding"] == 1, text
+    assert sentence.vector()[0] == 1 and sentence.vector()[1:13].sum() == 0
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Evaluate for pneumonia.",  # a question, not a statement: no label at all
+        "Lungs are not clear.",
+        "Abnormal chest radiograph.",
+        "The lungs are hyperinflated but clear.",
+        "Lungs are clear except for left basilar atelectasis.",
+    ],
+)
+def test_not_normal_sentences(text: str) -> None:
+    (sentence,) = label_report(text).sentences
+    assert sentence.values["No Finding"] is None, text
+
+
+def test_normality_words_do_not_swallow_triggers() -> None:
+    # "clear of" is a negation trigger: the normal qualifier "clear" must not hide it
+    v = label_report(
+        "The lungs are grossly clear of focal airspace disease, pneumothorax or pleural effusion."
+    ).values
+    assert v["Lung Opacity"] == 0 and v["Pneumothorax"] == 0 and v["Pleural Effusion"] == 0
+    assert label_report("Negative acute cardiopulmonary abnormality.").values["No Finding"] == 1
+    assert label_report("Grossly normal heart size.").values["Cardiomegaly"] == 0

@@ -213,9 +213,21 @@ def _resolve(
             detail.append((obs, value, ev[0], ev[1], cause))
 
 
-def _blocks_no_finding(values: list) -> bool:
+def _blocks_no_finding(values: list, other_blocks: bool = True) -> bool:
+    """Is an observation (not Support Devices) positive or uncertain? Other Finding counts if `other_blocks`."""
     for k in range(1, _N):
-        if k != SUPPORT_DEVICES and (values[k] == 1 or values[k] == -1):
+        if k == SUPPORT_DEVICES or (k == R.OTHER_INDEX and not other_blocks):
+            continue
+        if values[k] == 1 or values[k] == -1:
+            return True
+    return False
+
+
+def _states_something(detail: list) -> bool:
+    """Does a sentence state a finding (even a negated one or a normality)? A hypothetical mention alone
+    ("evaluate for pneumonia", value None) states nothing."""
+    for item in detail:
+        if item[1] is not None:
             return True
     return False
 
@@ -273,7 +285,8 @@ def _scan(text: str, rules: R.CompiledRules, want_detail: bool) -> tuple[list, l
             for k in range(_N):
                 if _RANK[sent_values[k]] > _RANK[values[k]]:
                     values[k] = sent_values[k]
-    if _LETTER.search(norm) is not None and not _blocks_no_finding(values):
+    values[NO_FINDING] = None  # set below, never by a mention
+    if _LETTER.search(norm) is not None and not _blocks_no_finding(values, rules.other_blocks_no_finding):
         values[NO_FINDING] = 1
     return values, sentences
 
@@ -295,7 +308,7 @@ def _values_dict(values: list) -> dict[str, int | None]:
     return dict(zip(OBSERVATIONS, values))
 
 
-def _build_report(text: str, values: list, sentences: list) -> ReportLabels:
+def _build_report(text: str, values: list, sentences: list, other_blocks: bool) -> ReportLabels:
     report_evidence: dict[str, list[Evidence]] = {}
     other: list[Evidence] = []
     sentence_labels = []
@@ -303,12 +316,14 @@ def _build_report(text: str, values: list, sentences: list) -> ReportLabels:
         sentence_evidence: dict[str, list[Evidence]] = {}
         for obs, value, s, e, cause in detail:
             ev = _evidence(text, obs, value, s, e, cause)
-            if obs == R.OTHER_INDEX:
+            if obs >= R.OTHER_INDEX:  # Other Finding / Any Abnormality: not a column
                 other.append(ev)
             else:
                 sentence_evidence.setdefault(ev.observation, []).append(ev)
                 report_evidence.setdefault(ev.observation, []).append(ev)
-        if detail and not _blocks_no_finding(sent_values):
+        # a sentence that states something (a finding, even negated, or a normality: "the lungs are clear",
+        # "no acute cardiopulmonary process") and nothing positive or uncertain is a "No Finding" sentence
+        if _states_something(detail) and not _blocks_no_finding(sent_values, other_blocks):
             sent_values[NO_FINDING] = 1
         raw = text[start:end]
         stripped = raw.strip()
@@ -330,8 +345,9 @@ def _build_report(text: str, values: list, sentences: list) -> ReportLabels:
 def label_report(text: object, rules: R.CompiledRules | None = None) -> ReportLabels:
     """Label one report (any input: None, bytes, NaN, huge or odd-Unicode text never raise)."""
     text = coerce_text(text)
-    values, sentences = _scan(text, rules or R.default_rules(), True)
-    return _build_report(text, values, sentences)
+    rules = rules or R.default_rules()
+    values, sentences = _scan(text, rules, True)
+    return _build_report(text, values, sentences, rules.other_blocks_no_finding)
 
 
 def label_values(texts: Iterable[object], rules: R.CompiledRules | None = None) -> Iterator[list]:
@@ -360,7 +376,7 @@ def label_reports(
         text = coerce_text(raw)
         values, detail = _scan(text, rules, sentences)
         if sentences:
-            out.append(_build_report(text, values, detail))
+            out.append(_build_report(text, values, detail, rules.other_blocks_no_finding))
         else:
             out.append(ReportLabels(text, _values_dict(values), [], {}))
     return out

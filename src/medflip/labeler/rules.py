@@ -25,9 +25,14 @@ from medflip.errors import UserError
 from medflip.observations import OBSERVATIONS
 
 OTHER_FINDING = "Other Finding"
-#: Index space of the engine: the 14 observations, then the pseudo-observation that only blocks No Finding.
-ALL_OBSERVATIONS: tuple[str, ...] = (*OBSERVATIONS, OTHER_FINDING)
+ANY_ABNORMALITY = "Any Abnormality"
+#: Index space of the engine: the 14 observations, then two pseudo-observations that are not reported as columns.
+#: Other Finding: a named abnormality outside the 14 (emphysema, granuloma, ...). Any Abnormality: an unnamed one
+#: ("acute cardiopulmonary process", "abnormal chest"); negated or qualified normal ("no acute process", "the lungs
+#: are clear", "normal chest radiograph") it is a statement of normality, which gives the sentence No Finding = 1.
+ALL_OBSERVATIONS: tuple[str, ...] = (*OBSERVATIONS, OTHER_FINDING, ANY_ABNORMALITY)
 OTHER_INDEX = len(OBSERVATIONS)
+ABNORMALITY_INDEX = OTHER_INDEX + 1
 
 MENTION, EXCLUSION, SUBJECT, QUALIFIER = "mention", "exclusion", "subject", "qualifier"
 NEG_PRE, NEG_POST, NEG_BOTH = "negation_pre", "negation_post", "negation_both"
@@ -77,6 +82,7 @@ class CompiledRules:
     wildcard: list[tuple[re.Pattern[str], tuple[Role, ...]]]
     groups: list[AttributeGroup]
     trigger_value: dict[str, int | None] = field(default_factory=lambda: dict(TRIGGER_VALUE))
+    other_blocks_no_finding: bool = True  # an Other Finding (emphysema, granuloma...) blocks No Finding
     _memo: dict[str, tuple[Role, ...]] = field(default_factory=dict)
 
     def roles(self, matched: str) -> tuple[Role, ...]:
