@@ -23,11 +23,13 @@ import re
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from medflip.labeler import rules as R
 from medflip.observations import OBSERVATIONS, to_label_vector
+
+if TYPE_CHECKING:  # numpy is imported only when a vector is asked for (fast `medflip label` start-up)
+    import numpy as np
 
 NO_FINDING = 0
 SUPPORT_DEVICES = OBSERVATIONS.index("Support Devices")
@@ -113,19 +115,28 @@ def _crosses(a: int, b: int, positions: list[int]) -> bool:
     return i < len(positions) and positions[i] < b
 
 
-def _resolve(
-    events: list, groups: list[R.AttributeGroup], trigger_value: dict, out: list, detail: list | None
-) -> None:
+def _resolve(events: list, rules: R.CompiledRules, out: list, detail: list | None) -> None:
     """Give each mention / qualified subject of one sentence its value (see the module docstring).
 
-    events: (start, end, kind, target, phrase) in text order. Triggers and qualifiers are only looked for
-    within SCOPE_CHARS of a mention (bisect on sorted positions), so the work per mention is bounded and the
-    whole pass stays linear in the text length even for a 1 MB "sentence" without punctuation.
+    events: (start, end, kind, target, phrase) in text order. For each mention only the nearest candidates are
+    looked at, found by bisection: the nearest forward trigger to its left, the nearest backward trigger to its
+    right, the nearest qualifier of the subject's own group on either side (a nearer one blocked by a clause
+    break means every farther one is blocked too). So a mention costs O(log n) whatever the text around it
+    ("no no no ... effusion", "heart normal heart normal ..."), and nothing is looked for beyond SCOPE_CHARS.
+    tests/test_labeler_reference.py checks this against the plain "scan every candidate" definition.
     """
-    triggers, trigger_pos = [], []
+    groups = rules.groups
+    trigger_value = rules.trigger_value
+    qualifier_groups = rules.qualifier_groups
+    fwd: list = []  # triggers reaching forward, in text order (their ends are sorted too: matches never overlap)
+    fwd_end: list[int] = []
+    bwd: list = []  # triggers reaching backward; they also say "normal" to a subject ("hila are not enlarged")
+    bwd_start: list[int] = []
     stops: list[int] = []  # clause breaks and terminators: end every trigger's scope
     commas: list[int] = []  # also end a subject's link to a qualifier ("heart size, enlarged aorta")
-    quals, qual_pos = [], []
+    quals: list = []
+    subject_groups = set()
+    neg_pre: list = []
     for ev in events:
         kind = ev[2]
         if kind is R.TERMINATE:
@@ -134,28 +145,41 @@ def _resolve(
             commas.append(ev[0])
         elif kind is R.QUALIFIER:
             quals.append(ev)
-            qual_pos.append(ev[0])
+        elif kind is R.SUBJECT:
+            subject_groups.add(ev[3])
         elif kind in R.FORWARD or kind in R.BACKWARD:
-            triggers.append(ev)
-            trigger_pos.append(ev[0])
-            if (
-                kind in R.BACKWARD
-            ):  # "X is not seen" also says "normal" to a subject ("hila are not enlarged")
-                quals.append(ev)
-                qual_pos.append(ev[0])
+            if kind in R.FORWARD:
+                fwd.append(ev)
+                fwd_end.append(ev[1])
+                if kind is R.NEG_PRE:
+                    neg_pre.append(ev)
+            if kind in R.BACKWARD:
+                bwd.append(ev)
+                bwd_start.append(ev[0])
+
+    # qualifiers per attribute group, only for the groups of this sentence's subjects: [(start, event, value)]
+    by_group: dict[int, tuple[list[int], list]] = {}
+    if subject_groups:
+        for g in subject_groups:
+            by_group[g] = ([], [])
+        for q in quals:
+            for g, v in qualifier_groups.get(q[4], ()):
+                if g in by_group:
+                    starts, items = by_group[g]
+                    starts.append(q[0])
+                    items.append((q, v))
 
     # "No A, no B, mild C": when list items carry their own negation, a negation stops at the next comma
     per_item = set()
     previous = None
-    for t in triggers:
-        if t[2] is R.NEG_PRE:
-            if (
-                previous is not None
-                and not _crosses(previous[1], t[0], stops)
-                and _crosses(previous[1], t[0], commas)
-            ):
-                per_item.update((previous[0], t[0]))
-            previous = t
+    for t in neg_pre:
+        if (
+            previous is not None
+            and not _crosses(previous[1], t[0], stops)
+            and _crosses(previous[1], t[0], commas)
+        ):
+            per_item.update((previous[0], t[0]))
+        previous = t
 
     for ev in events:
         kind = ev[2]
@@ -163,46 +187,20 @@ def _resolve(
             first, last, anchor_end = ev[0], ev[0], ev[1]
             value, cause = 1, None
         elif kind is R.SUBJECT:
-            group = groups[ev[3]]
-            best = None
-            lo_i, hi_i = (
-                bisect_left(qual_pos, ev[0] - SCOPE_CHARS),
-                bisect_left(qual_pos, ev[1] + SCOPE_CHARS),
-            )
-            for q in quals[lo_i:hi_i]:
-                v = 0 if q[2] is not R.QUALIFIER else group.qualifier_values.get(q[4])
-                if v is None:
-                    continue
-                lo, hi = (ev[1], q[0]) if q[0] >= ev[1] else (q[1], ev[0])
-                if hi < lo or _crosses(lo, hi, stops) or _crosses(lo, hi, commas):
-                    continue
-                if best is None or hi - lo < best[0]:
-                    best = (hi - lo, q, v)
-            if best is None:
+            found = _nearest_qualifier(ev, by_group[ev[3]], bwd, bwd_start, stops, commas)
+            if found is None:
                 continue
-            _, q, value = best
+            q, value = found
             cause = q[4]
             first, last = min(ev[0], q[0]), max(ev[0], q[0])
             anchor_end = max(ev[1], q[1])
         else:
             continue
         if value != 0:
-            nearest = None
-            lo_i, hi_i = (
-                bisect_left(trigger_pos, first - SCOPE_CHARS),
-                bisect_left(trigger_pos, anchor_end + SCOPE_CHARS),
+            t = _nearest_trigger(
+                first, last, anchor_end, fwd, fwd_end, bwd, bwd_start, stops, commas, per_item
             )
-            for t in triggers[lo_i:hi_i]:
-                dist = None
-                if t[2] in R.FORWARD and t[1] <= last and not _crosses(t[1], last, stops):
-                    if not (t[0] in per_item and _crosses(t[1], first, commas)):
-                        dist = first - t[1] if t[1] <= first else 0
-                if t[2] in R.BACKWARD and t[0] >= anchor_end and not _crosses(anchor_end, t[0], stops):
-                    dist = t[0] - anchor_end
-                if dist is not None and (nearest is None or dist < nearest[0]):
-                    nearest = (dist, t)
-            if nearest is not None:
-                t = nearest[1]
+            if t is not None:
                 tvalue = trigger_value[t[2]]
                 value = tvalue if tvalue != -1 or value == 1 else value
                 cause = t[4]
@@ -211,6 +209,94 @@ def _resolve(
             out[obs] = value
         if detail is not None:
             detail.append((obs, value, ev[0], ev[1], cause))
+
+
+def _nearest_qualifier(
+    ev: tuple, group_quals: tuple[list[int], list], bwd: list, bwd_start: list[int], stops: list, commas: list
+) -> tuple | None:
+    """(qualifier event, value) nearest to subject `ev` in its clause, not across a comma, within SCOPE_CHARS:
+    a qualifier of the subject's group or a backward trigger (value 0). Ties go to the left one."""
+    start, end = ev[0], ev[1]
+    starts, items = group_quals
+    best = None  # (gap, order, event, value); order breaks ties: left before right
+    # left: the rightmost candidate that ends at or before the subject's start
+    i = bisect_left(starts, end) - 1
+    while i >= 0 and items[i][0][1] > start:  # the subject's own phrase (a phrase can be both)
+        i -= 1
+    candidates = []
+    if i >= 0:
+        candidates.append(items[i])
+    k = bisect_left(bwd_start, end) - 1
+    while k >= 0 and bwd[k][1] > start:
+        k -= 1
+    if k >= 0:
+        candidates.append((bwd[k], 0))
+    i = bisect_left(starts, end)
+    if i < len(starts):
+        candidates.append(items[i])
+    k = bisect_left(bwd_start, end)
+    if k < len(bwd_start):
+        candidates.append((bwd[k], 0))
+    for q, v in candidates:
+        if q[0] < start - SCOPE_CHARS or q[0] >= end + SCOPE_CHARS:
+            continue
+        lo, hi = (end, q[0]) if q[0] >= end else (q[1], start)
+        if hi < lo or _crosses(lo, hi, stops) or _crosses(lo, hi, commas):
+            continue
+        key = (hi - lo, q[0])
+        if best is None or key < best[0]:
+            best = (key, q, v)
+    return None if best is None else (best[1], best[2])
+
+
+def _nearest_trigger(
+    first: int,
+    last: int,
+    anchor_end: int,
+    fwd: list,
+    fwd_end: list[int],
+    bwd: list,
+    bwd_start: list[int],
+    stops: list,
+    commas: list,
+    per_item: set,
+) -> tuple | None:
+    """The trigger whose scope reaches a mention spanning [first, anchor_end) (`last`: start of its last part).
+
+    A forward trigger must end at or before `last` with no clause break between (distance first - end, 0 when
+    it sits inside the mention: "heart is not enlarged"); a backward trigger must start at or after
+    `anchor_end` with no break between. The nearest wins; ties go to the leftmost trigger."""
+    best = None
+    lo_start = first - SCOPE_CHARS
+    # forward triggers that end inside [first, last]: distance 0, leftmost valid one
+    i = bisect_left(fwd_end, first)
+    top = bisect_left(fwd_end, last + 1)
+    for k in range(i, top):
+        t = fwd[k]
+        if t[0] >= lo_start and not _crosses(t[1], last, stops):
+            if not (t[0] in per_item and _crosses(t[1], first, commas)):
+                best = (0, t)
+                break
+    if best is None:
+        # forward triggers ending before the mention: walk left from the nearest
+        k = i - 1
+        while k >= 0:
+            t = fwd[k]
+            if t[0] < lo_start or _crosses(t[1], last, stops):
+                break  # out of reach, and so is every trigger farther left
+            if not (t[0] in per_item and _crosses(t[1], first, commas)):
+                best = (first - t[1], t)
+                break
+            k -= 1
+    # the nearest backward trigger at or after the mention's end
+    k = bisect_left(bwd_start, anchor_end)
+    if k < len(bwd_start):
+        t = bwd[k]
+        if t[0] < anchor_end + SCOPE_CHARS and not _crosses(anchor_end, t[0], stops):
+            dist = t[0] - anchor_end
+            if best is None or dist < best[0]:
+                best = (dist, t)
+    return None if best is None else best[1]
 
 
 def _blocks_no_finding(values: list, other_blocks: bool = True) -> bool:
@@ -242,7 +328,6 @@ def _scan(text: str, rules: R.CompiledRules, want_detail: bool) -> tuple[list, l
     values: list = [None] * _N
     sentences: list = []
     events: list = []
-    groups = rules.groups
     roles_of = rules.roles
     sent_start = 0
     checked = 0  # letters were looked for up to here (keeps "1. 2. 3. ..." linear)
@@ -253,10 +338,10 @@ def _scan(text: str, rules: R.CompiledRules, want_detail: bool) -> tuple[list, l
             sent_values: list = [None] * _N
             detail: list = []
             if events:
-                _resolve(events, groups, rules.trigger_value, sent_values, detail)
+                _resolve(events, rules, sent_values, detail)
             sentences.append((sent_start, end, sent_values, detail))
         elif events:
-            _resolve(events, groups, rules.trigger_value, values, None)
+            _resolve(events, rules, values, None)
         events = []
 
     for m in rules.pattern.finditer(norm):

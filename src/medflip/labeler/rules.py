@@ -83,6 +83,8 @@ class CompiledRules:
     groups: list[AttributeGroup]
     trigger_value: dict[str, int | None] = field(default_factory=lambda: dict(TRIGGER_VALUE))
     other_blocks_no_finding: bool = True  # an Other Finding (emphysema, granuloma...) blocks No Finding
+    #: qualifier phrase -> ((attribute group index, value), ...): which subjects a qualifier can qualify
+    qualifier_groups: dict[str, tuple[tuple[int, int], ...]] = field(default_factory=dict)
     _memo: dict[str, tuple[Role, ...]] = field(default_factory=dict)
 
     def roles(self, matched: str) -> tuple[Role, ...]:
@@ -218,8 +220,17 @@ def compile_rules(directory: Path | None = None, hypothetical: str = "ignore") -
     trigger_value = dict(TRIGGER_VALUE)
     if hypothetical == "uncertain":
         trigger_value[HYPO_PRE] = -1
+    qualifier_groups: dict[str, list[tuple[int, int]]] = {}
+    for g, group in enumerate(groups):
+        for word, value in group.qualifier_values.items():
+            qualifier_groups.setdefault(word, []).append((g, value))
     return CompiledRules(
-        pattern=pattern, exact=exact, wildcard=wildcard, groups=groups, trigger_value=trigger_value
+        pattern=pattern,
+        exact=exact,
+        wildcard=wildcard,
+        groups=groups,
+        trigger_value=trigger_value,
+        qualifier_groups={k: tuple(v) for k, v in qualifier_groups.items()},
     )
 
 
