@@ -65,6 +65,7 @@ def test_each_module_registers_exactly_its_commands():
 
     from medflip.cli import COMMAND_MODULES, COMMANDS
 
+    assert set(COMMAND_MODULES) == {m for m, _ in COMMANDS.values()}
     for module in COMMAND_MODULES:
         sub = argparse.ArgumentParser().add_subparsers()
         importlib.import_module(module).register(sub)

@@ -15,8 +15,17 @@ import sys
 
 from medflip.errors import UserError
 
+COMMAND_MODULES = (
+    "medflip.demo",  # demo
+    "medflip.train.cli",  # pretrain
+    "medflip.evaluate.cli",  # eval zeroshot | retrieval | ...
+    "medflip.bench",  # bench
+    "medflip.labeler.cli",  # label, label-eval, label-bench
+    "medflip.data.cli",  # data import | cache | split | bench
+    "medflip.inference",  # predict
+)
 #: command -> (module that registers it, one-line help for `medflip --help`). tests/test_cli.py checks that
-#: each module registers exactly the commands listed for it.
+#: each module of COMMAND_MODULES registers exactly the commands listed for it here.
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("medflip.demo", "pre-train and evaluate a small model on built-in data"),
     "pretrain": ("medflip.train.cli", "pre-train a MedFLIP model (masked ViT + text encoder)"),
@@ -26,8 +35,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "label-eval": ("medflip.labeler.cli", "score the labeler on the IU reports against the MeSH major terms"),
     "label-bench": ("medflip.labeler.cli", "labeler throughput (reports/s on one core)"),
     "data": ("medflip.data.cli", "import datasets, build the image cache, split, benchmark"),
+    "predict": ("medflip.inference", "zero-shot class probabilities for image files"),
 }
-COMMAND_MODULES: tuple[str, ...] = tuple(dict.fromkeys(module for module, _ in COMMANDS.values()))
 
 
 def _command_of(argv: list[str]) -> str | None:
@@ -54,7 +63,13 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     else:
         command = _command_of(argv)
         wanted = {COMMANDS[command][0]} if command in COMMANDS else set()
+    listed = {module for module, _ in COMMANDS.values()}
+    wanted |= {module for module in COMMAND_MODULES if module not in listed}  # not in COMMANDS yet: always
     registered: set[str] = set()
+    for module_name in COMMAND_MODULES:
+        if module_name in wanted and module_name not in listed:
+            importlib.import_module(module_name).register(sub)
+            registered.add(module_name)
     for name, (module_name, help_text) in COMMANDS.items():
         if module_name in wanted:
             if module_name not in registered:
