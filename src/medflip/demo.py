@@ -49,9 +49,9 @@ class DemoConfig:
 
 def build_demo_data(cfg: DemoConfig, progress: bool = True) -> dict:
     """Label the IU reports, choose training and test label vectors, render phantoms."""
-    from medflip.data.iu_reports import load_iu_reports
     from medflip.data.phantom import render_phantoms
     from medflip.data.streams import TextCorpus, balanced_rows
+    from medflip.labeler.iu_reports import load_iu_reports
     from medflip.observations import single_class
 
     t0 = time.perf_counter()
