@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from types import MappingProxyType
+from typing import TYPE_CHECKING, NamedTuple
 
 from medflip.labeler import rules as R
 from medflip.observations import OBSERVATIONS, to_label_vector
@@ -35,16 +36,22 @@ NO_FINDING = 0
 SUPPORT_DEVICES = OBSERVATIONS.index("Support Devices")
 _N = len(R.ALL_OBSERVATIONS)
 _RANK = {None: 0, 0: 1, -1: 2, 1: 3}  # positive beats uncertain beats negative beats not mentioned
-_COMMA = "comma"
+_PUNCT = re.compile(r"[,;]")
+_NO_DETAIL: list = []  # shared by every sentence that mentions nothing (never appended to)
+# Shared read-only labels of a sentence that mentions nothing: a report of 30,000 one-word sentences must not
+# allocate 30,000 dicts (issue: no report of <= 100 kB takes more than 50 ms).
+_BLANK_VALUES: Mapping[str, int | None] = MappingProxyType(dict.fromkeys(OBSERVATIONS))
+_NO_EVIDENCE: Mapping[str, list] = MappingProxyType({})
 SCOPE_CHARS = 200  # how far a trigger or qualifier reaches (NegEx uses a window too)
 _NON_TEXT = re.compile(r"[^a-z0-9.;:!?,\n]")
 _LETTER = re.compile(r"[a-z]")
 _MAX_CHARS = 2_000_000  # longer inputs are cut: labelling is linear, this only bounds memory and time
 
 
-@dataclass(frozen=True, slots=True)
-class Evidence:
-    """Why an observation got its value: the matched phrase and the trigger / qualifier that set it."""
+class Evidence(NamedTuple):
+    """Why an observation got its value: the matched phrase and the trigger / qualifier that set it.
+
+    A NamedTuple (immutable, cheap to create: a report can hold tens of thousands of mentions)."""
 
     observation: str
     value: int | None  # None: a hypothetical mention ("evaluate for pneumonia"), not counted
@@ -61,8 +68,8 @@ class SentenceLabels:
     text: str
     start: int
     end: int
-    values: dict[str, int | None]
-    evidence: dict[str, list[Evidence]] = field(default_factory=dict)
+    values: Mapping[str, int | None]  # read-only (shared) for a sentence that mentions nothing
+    evidence: Mapping[str, list[Evidence]] = field(default_factory=dict)
 
     def vector(self, uncertain: str = "positive") -> np.ndarray:
         return to_label_vector([self.values[o] for o in OBSERVATIONS], uncertain)
@@ -115,7 +122,9 @@ def _crosses(a: int, b: int, positions: list[int]) -> bool:
     return i < len(positions) and positions[i] < b
 
 
-def _resolve(events: list, rules: R.CompiledRules, out: list, detail: list | None) -> None:
+def _resolve(
+    events: list, rules: R.CompiledRules, out: list, detail: list | None, commas: list, semicolons: list
+) -> None:
     """Give each mention / qualified subject of one sentence its value (see the module docstring).
 
     events: (start, end, kind, target, phrase) in text order. For each mention only the nearest candidates are
@@ -132,21 +141,24 @@ def _resolve(events: list, rules: R.CompiledRules, out: list, detail: list | Non
     fwd_end: list[int] = []
     bwd: list = []  # triggers reaching backward; they also say "normal" to a subject ("hila are not enlarged")
     bwd_start: list[int] = []
-    stops: list[int] = []  # clause breaks and terminators: end every trigger's scope
-    commas: list[int] = []  # also end a subject's link to a qualifier ("heart size, enlarged aorta")
+    # stops: clause breaks (";") and terminators end every trigger's scope; commas (sorted positions) also end a
+    # subject's link to a qualifier ("heart size, enlarged aorta")
+    stops: list[int] = []
     quals: list = []
     subject_groups = set()
     neg_pre: list = []
+    targets = False
     for ev in events:
         kind = ev[2]
-        if kind is R.TERMINATE:
+        if kind is R.MENTION:
+            targets = True
+        elif kind is R.TERMINATE:
             stops.append(ev[0])
-        elif kind is _COMMA:
-            commas.append(ev[0])
         elif kind is R.QUALIFIER:
             quals.append(ev)
         elif kind is R.SUBJECT:
             subject_groups.add(ev[3])
+            targets = True
         elif kind in R.FORWARD or kind in R.BACKWARD:
             if kind in R.FORWARD:
                 fwd.append(ev)
@@ -157,6 +169,10 @@ def _resolve(events: list, rules: R.CompiledRules, out: list, detail: list | Non
                 bwd.append(ev)
                 bwd_start.append(ev[0])
 
+    if not targets:  # only triggers / qualifiers ("no no no ..."): nothing to give a value
+        return
+    if semicolons:
+        stops = sorted(stops + semicolons)
     # qualifiers per attribute group, only for the groups of this sentence's subjects: [(start, event, value)]
     by_group: dict[int, tuple[list[int], list]] = {}
     if subject_groups:
@@ -217,36 +233,33 @@ def _nearest_qualifier(
     """(qualifier event, value) nearest to subject `ev` in its clause, not across a comma, within SCOPE_CHARS:
     a qualifier of the subject's group or a backward trigger (value 0). Ties go to the left one."""
     start, end = ev[0], ev[1]
-    starts, items = group_quals
-    best = None  # (gap, order, event, value); order breaks ties: left before right
-    # left: the rightmost candidate that ends at or before the subject's start
-    i = bisect_left(starts, end) - 1
-    while i >= 0 and items[i][0][1] > start:  # the subject's own phrase (a phrase can be both)
-        i -= 1
-    candidates = []
-    if i >= 0:
-        candidates.append(items[i])
-    k = bisect_left(bwd_start, end) - 1
-    while k >= 0 and bwd[k][1] > start:
-        k -= 1
-    if k >= 0:
-        candidates.append((bwd[k], 0))
-    i = bisect_left(starts, end)
-    if i < len(starts):
-        candidates.append(items[i])
-    k = bisect_left(bwd_start, end)
-    if k < len(bwd_start):
-        candidates.append((bwd[k], 0))
-    for q, v in candidates:
-        if q[0] < start - SCOPE_CHARS or q[0] >= end + SCOPE_CHARS:
+    best_key = best = None
+    for starts, items, is_trigger in ((group_quals[0], group_quals[1], False), (bwd_start, bwd, True)):
+        if not starts:
             continue
-        lo, hi = (end, q[0]) if q[0] >= end else (q[1], start)
-        if hi < lo or _crosses(lo, hi, stops) or _crosses(lo, hi, commas):
-            continue
-        key = (hi - lo, q[0])
-        if best is None or key < best[0]:
-            best = (key, q, v)
-    return None if best is None else (best[1], best[2])
+        i = bisect_left(starts, end)
+        j = i - 1  # left: the nearest candidate that ends at or before the subject's start
+        while j >= 0 and (bwd[j] if is_trigger else items[j][0])[1] > start:
+            j -= 1
+        for k in (j, i):
+            if k < 0 or k >= len(starts):
+                continue
+            q, v = (bwd[k], 0) if is_trigger else items[k]
+            q0 = q[0]
+            if q0 >= end:
+                if q0 >= end + SCOPE_CHARS:
+                    continue
+                lo, hi = end, q0
+            else:
+                if q0 < start - SCOPE_CHARS:
+                    continue
+                lo, hi = q[1], start
+            if stops and _crosses(lo, hi, stops) or commas and _crosses(lo, hi, commas):
+                continue
+            key = (hi - lo, q0)
+            if best_key is None or key < best_key:
+                best_key, best = key, (q, v)
+    return best
 
 
 def _nearest_trigger(
@@ -321,57 +334,69 @@ def _states_something(detail: list) -> bool:
 def _scan(text: str, rules: R.CompiledRules, want_detail: bool) -> tuple[list, list]:
     """Core pass over one (normalised) text.
 
-    Returns (values[15] with No Finding set, sentences); sentences is [] unless want_detail, else a list of
-    (start, end, values[15], [(obs, value, start, end, cause), ...]) in text order.
+    Returns (values[16] with No Finding set, sentences); sentences is [] unless want_detail, else a list of
+    (start, end, values[16] or None when nothing was mentioned, [(obs, value, start, end, cause), ...]).
+    Commas and semicolons are not in the scanning regex: they are only looked up (one C-level pass over the
+    sentence) in sentences that mention something, so ",,,,," or ";;;;;" costs nothing per character in Python.
     """
     norm = normalize(text)
     values: list = [None] * _N
     sentences: list = []
     events: list = []
     roles_of = rules.roles
+    punct = _PUNCT.finditer
     sent_start = 0
     checked = 0  # letters were looked for up to here (keeps "1. 2. 3. ..." linear)
-
-    def close(end: int) -> None:
-        nonlocal events
-        if want_detail:
-            sent_values: list = [None] * _N
-            detail: list = []
-            if events:
-                _resolve(events, rules, sent_values, detail)
-            sentences.append((sent_start, end, sent_values, detail))
-        elif events:
-            _resolve(events, rules, values, None)
-        events = []
-
+    letter = _LETTER.search
     for m in rules.pattern.finditer(norm):
-        group = m.lastgroup
-        if group == "ph":
+        if m.lastgroup == "ph":
             start, end = m.span()
             for role in roles_of(m.group()):
                 if role.kind is not R.EXCLUSION:
                     events.append((start, end, role.kind, role.target, role.phrase))
-        elif group == "cm":
-            events.append((m.start(), m.end(), _COMMA, -1, ","))
-        elif group == "cl":
-            events.append((m.start(), m.end(), R.TERMINATE, -1, ";"))
-        elif _LETTER.search(norm, checked, m.start()) is not None:  # "1." alone joins the next sentence
-            close(m.end())
-            sent_start = checked = m.end()
-        else:
-            checked = m.end()
-    if _LETTER.search(norm, sent_start) is not None or events:
-        close(len(norm))
+            continue
+        brk_start, brk_end = m.span()
+        if letter(norm, checked, brk_start) is None:  # "1." alone joins the next sentence
+            checked = brk_end
+            continue
+        if events:
+            commas, semis = [], []
+            for p in punct(norm, sent_start, brk_start):
+                (commas if p.group() == "," else semis).append(p.start())
+            if want_detail:
+                sent_values: list | None = [None] * _N
+                detail: list = []
+                _resolve(events, rules, sent_values, detail, commas, semis)
+                sentences.append((sent_start, brk_end, sent_values, detail))
+            else:
+                _resolve(events, rules, values, None, commas, semis)
+            events = []
+        elif want_detail:
+            sentences.append((sent_start, brk_end, None, _NO_DETAIL))
+        sent_start = checked = brk_end
+    if events or letter(norm, sent_start) is not None:
+        commas, semis = [], []
+        for p in punct(norm, sent_start):
+            (commas if p.group() == "," else semis).append(p.start())
+        if want_detail:
+            sent_values = [None] * _N
+            detail = []
+            if events:
+                _resolve(events, rules, sent_values, detail, commas, semis)
+            sentences.append((sent_start, len(norm), sent_values if events else None, detail))
+        elif events:
+            _resolve(events, rules, values, None, commas, semis)
     elif want_detail and sentences and sent_start < len(norm):  # trailing punctuation joins the last sentence
         last = sentences[-1]
         sentences[-1] = (last[0], len(norm), last[2], last[3])
     if want_detail:
         for _, _, sent_values, _ in sentences:
-            for k in range(_N):
-                if _RANK[sent_values[k]] > _RANK[values[k]]:
-                    values[k] = sent_values[k]
+            if sent_values is not None:
+                for k in range(_N):
+                    if _RANK[sent_values[k]] > _RANK[values[k]]:
+                        values[k] = sent_values[k]
     values[NO_FINDING] = None  # set below, never by a mention
-    if _LETTER.search(norm) is not None and not _blocks_no_finding(values, rules.other_blocks_no_finding):
+    if letter(norm) is not None and not _blocks_no_finding(values, rules.other_blocks_no_finding):
         values[NO_FINDING] = 1
     return values, sentences
 
@@ -398,6 +423,15 @@ def _build_report(text: str, values: list, sentences: list, other_blocks: bool) 
     other: list[Evidence] = []
     sentence_labels = []
     for start, end, sent_values, detail in sentences:
+        raw = text[start:end]
+        stripped = raw.strip()
+        if sent_values is None:  # nothing mentioned: all blank
+            if stripped:
+                offset = start + (len(raw) - len(raw.lstrip()))
+                sentence_labels.append(
+                    SentenceLabels(stripped, offset, offset + len(stripped), _BLANK_VALUES, _NO_EVIDENCE)
+                )
+            continue
         sentence_evidence: dict[str, list[Evidence]] = {}
         for obs, value, s, e, cause in detail:
             ev = _evidence(text, obs, value, s, e, cause)
@@ -410,8 +444,6 @@ def _build_report(text: str, values: list, sentences: list, other_blocks: bool) 
         # "no acute cardiopulmonary process") and nothing positive or uncertain is a "No Finding" sentence
         if _states_something(detail) and not _blocks_no_finding(sent_values, other_blocks):
             sent_values[NO_FINDING] = 1
-        raw = text[start:end]
-        stripped = raw.strip()
         if not stripped:
             continue
         offset = start + (len(raw) - len(raw.lstrip()))

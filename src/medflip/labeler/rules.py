@@ -283,7 +283,8 @@ def compile_rules(
         if "*" in p
     ]
     trie = _trie_regex(sorted(by_phrase))
-    pattern = re.compile(r"(?P<brk>[.!?]+(?=\s|$)|\n[ \t]*\n)|(?P<cl>;)|(?P<cm>,)|\b(?P<ph>" + trie + r")\b")
+    # sentence breaks and rule phrases; commas and semicolons are found per sentence by the engine
+    pattern = re.compile(r"(?P<brk>[.!?]+(?=\s|$)|\n[ \t]*\n)|\b(?P<ph>" + trie + r")\b")
     trigger_value = dict(TRIGGER_VALUE)
     if hypothetical == "uncertain":
         trigger_value[HYPO_PRE] = -1
