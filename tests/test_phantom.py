@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medflip.data.phantom import render_phantom, render_phantoms
+from medflip.demo.phantom import render_phantom, render_phantoms
 from medflip.observations import NUM_OBSERVATIONS, OBSERVATIONS
 
 S = 96

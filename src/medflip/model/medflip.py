@@ -21,6 +21,7 @@ from torch import nn
 
 from medflip.errors import UserError
 from medflip.model.decoder import MAEDecoder
+from medflip.model.grounding import ground
 from medflip.model.text import MLMHead, TextConfig, TextEncoder, load_tokenizer
 from medflip.model.vision import MaskedViT, VisionConfig
 
@@ -143,6 +144,11 @@ class MedFLIP(nn.Module):
     def similarity(self, images: torch.Tensor, texts: list[str]) -> torch.Tensor:
         """Cosine similarity [N, M] between images [N, C, H, W] and texts (no temperature applied)."""
         return self.encode_image(images) @ self.encode_text(texts).t()
+
+    def grounding(self, image: torch.Tensor, text: str) -> torch.Tensor:
+        """Where `text` points in `image` (normalised [C, H, W]): patch x word cosine similarity of the
+        unmasked image against the phrase's words, averaged over words -> [H_p, W_p] (model/grounding.py)."""
+        return ground(self, image, text).map
 
     # ---- checkpoints -------------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path) -> Path:
