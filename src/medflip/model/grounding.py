@@ -33,7 +33,9 @@ class Grounding:
     similarity: float  # pooled image-text cosine similarity (what zero-shot and retrieval rank by)
 
 
-def phrase_words(tokenizer, text: str, max_length: int) -> tuple[dict[str, torch.Tensor], list[list[int]], list[str]]:
+def phrase_words(
+    tokenizer, text: str, max_length: int
+) -> tuple[dict[str, torch.Tensor], list[list[int]], list[str]]:
     """Tokenise `text`; group the non-special token positions by word.
 
     Returns (encoding with input_ids / attention_mask [1, T], positions of each word, the words' text).
@@ -92,7 +94,8 @@ def ground(model: MedFLIP, image: torch.Tensor, text: str) -> Grounding:
     per_word = torch.stack([s[:, g].mean(1) for g in groups], 0)  # [W, L]
     grid = model.vision.vit.patch_embed.grid_size
     word_maps = per_word.reshape(len(groups), *grid).cpu()
-    sim = F.normalize(model.image_proj(pooled_v).float(), dim=-1) @ F.normalize(
-        model.text_proj(pooled_t).float(), dim=-1
-    ).t()
+    sim = (
+        F.normalize(model.image_proj(pooled_v).float(), dim=-1)
+        @ F.normalize(model.text_proj(pooled_t).float(), dim=-1).t()
+    )
     return Grounding(words=words, word_maps=word_maps, map=word_maps.mean(0), similarity=float(sim))
