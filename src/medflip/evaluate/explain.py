@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from medflip.data.augment import normalize
 from medflip.data.images import fit_square, open_grayscale
 from medflip.model.grounding import Grounding, ground
 from medflip.model.medflip import MedFLIP
@@ -30,11 +29,10 @@ MAX_WORD_PANELS = 6  # "a short phrase": one panel per word up to this many word
 
 
 def model_input(gray: np.ndarray | Image.Image, model: MedFLIP) -> tuple[torch.Tensor, np.ndarray]:
-    """A grayscale image -> (normalised model input [1, 1, S, S], the displayed square uint8 [D, D])."""
+    """A grayscale image -> (model input [1, 1, S, S] as training prepared its images (`model.preprocess`),
+    the displayed square uint8 [D, D], fitted the same way: aspect kept, black padding)."""
     im = gray if isinstance(gray, Image.Image) else Image.fromarray(np.asarray(gray, dtype=np.uint8))
-    size = model.cfg.vision.image_size
-    x = torch.from_numpy(fit_square(im, size))[None, None]
-    return normalize(x, size), fit_square(im, DISPLAY_SIZE)
+    return model.preprocess(im).unsqueeze(0), fit_square(im, DISPLAY_SIZE)
 
 
 def ground_file(model: MedFLIP, path: str | Path, text: str) -> tuple[Grounding, np.ndarray]:

@@ -68,11 +68,14 @@ def phrase_words(
 
 
 @torch.no_grad()
-def ground(model: MedFLIP, image: torch.Tensor, text: str) -> Grounding:
-    """image: normalised [C, H, W] or [1, C, H, W] (see medflip.data.augment.normalize); text: a phrase.
+def ground(model: MedFLIP, image, text: str) -> Grounding:
+    """image: a normalised tensor [C, H, W] or [1, C, H, W], or a file / PIL image / array (prepared by
+    `model.preprocess`, as training saw it); text: a phrase.
 
     Raises ValueError when the phrase has no word (empty, or special tokens only).
     """
+    if not isinstance(image, torch.Tensor) or not image.is_floating_point():
+        image = model.preprocess(image)
     if image.ndim == 3:
         image = image.unsqueeze(0)
     if image.ndim != 4 or image.shape[0] != 1:
