@@ -22,6 +22,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--json", type=Path, help="also write the metrics here (the run folder always has metrics.json)"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--score",
+        type=Path,
+        metavar="MODEL",
+        help="no training: score a trained demo model (e.g. runs/demo/model) on the held-out phantoms of "
+        "--seed (zero-shot accuracy and grounding inside/outside + pointing game per class)",
+    )
     add_config_flags(p, DemoConfig)
     p.set_defaults(func=_main)
 
@@ -32,7 +39,12 @@ def _main(args: argparse.Namespace) -> int:
     from medflip.demo.runner import run_demo
 
     cfg = config_from_args(DemoConfig, args)
-    metrics = run_demo(cfg, progress=not args.no_progress)
+    if args.score:
+        from medflip.demo.runner import score_demo_model
+
+        metrics = score_demo_model(args.score, cfg)
+    else:
+        metrics = run_demo(cfg, progress=not args.no_progress)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(metrics, indent=2))

@@ -22,8 +22,9 @@ from medflip.observations import COMPETITION_TASKS, OBSERVATIONS, single_class
 HOLDOUT_MODULUS = 7
 
 
-def build_demo_data(cfg: DemoConfig, progress: bool = True) -> dict:
-    """Label the IU reports, choose training and test label vectors, render phantoms."""
+def build_demo_data(cfg: DemoConfig, progress: bool = True, train: bool = True) -> dict:
+    """Label the IU reports, choose training and test label vectors, render phantoms.
+    train=False renders only the held-out test phantoms (re-scoring a trained demo model)."""
     t0 = time.perf_counter()
     reports = [r for r in load_iu_reports() if r.text]
     held = np.array([r.id % HOLDOUT_MODULUS == 0 for r in reports])
@@ -58,7 +59,9 @@ def build_demo_data(cfg: DemoConfig, progress: bool = True) -> dict:
     test_labels = np.concatenate(test_labels)
 
     t1 = time.perf_counter()
-    train_images = render_phantoms(rep[chosen], seed=cfg.seed, size=cfg.render_size)
+    train_images = render_phantoms(
+        rep[chosen] if train else rep[chosen][:0], seed=cfg.seed, size=cfg.render_size
+    )
     test_masks: list[dict[str, np.ndarray]] = []  # where each finding was drawn (grounding ground truth)
     test_images = render_phantoms(test_labels, seed=cfg.seed + 10_000, size=cfg.render_size, masks=test_masks)
     t_render = time.perf_counter() - t1

@@ -141,3 +141,25 @@ def run_demo(cfg: DemoConfig, progress: bool = True) -> dict:
     )
     print(f"look at what it learned:  medflip serve --model {out / 'model'}")
     return metrics
+
+
+def score_demo_model(model_dir: str | Path, cfg: DemoConfig) -> dict:
+    """Re-score a trained demo model on its held-out phantoms: zero-shot accuracy and grounding, no training."""
+    data = build_demo_data(cfg, progress=False, train=False)
+    model = MedFLIP.from_pretrained(model_dir).eval()
+    prompts = chexpert_prompts(list(COMPETITION_TASKS), n_per_class=10, seed=cfg.seed)
+    zs = zero_shot(model, data["test_images"], data["test_y"], prompts, seed=cfg.seed)
+    classes = list(COMPETITION_TASKS)
+    ground = grounding_scores(model, data["test_images"], data["test_y"], data["test_masks"], classes)
+    print(
+        f"{model_dir}: zero-shot accuracy {zs['accuracy']:.3f} on {zs['n']} held-out phantoms (seed {cfg.seed})"
+    )
+    print("grounding per class (n, inside > outside, pointing game, finding's share of the image):")
+    for c in [*classes, "all"]:
+        if c in ground:
+            r = ground[c]
+            print(
+                f"  {c:17s} n={r['n']:3d}  inside>outside {r['inside_beats_outside']:.3f}  "
+                f"pointing {r['pointing_game']:.3f}" + (f"  area {r['area']:.3f}" if "area" in r else "")
+            )
+    return {"model": str(model_dir), "zero_shot_accuracy": zs["accuracy"], "grounding": ground}
