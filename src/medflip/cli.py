@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "medflip.data.cli",  # data import | cache | split | bench
     "medflip.serve.cli",  # serve, explain
     "medflip.inference",  # predict
+    "medflip.study.cli",  # study run | report | status
 )
 
 
