@@ -16,18 +16,20 @@ import sys
 from medflip.errors import UserError
 
 COMMAND_MODULES = (
-    "medflip.demo",  # demo
+    "medflip.demo.cli",  # demo
     "medflip.train.cli",  # pretrain
     "medflip.evaluate.cli",  # eval zeroshot | retrieval | ...
     "medflip.bench",  # bench
     "medflip.labeler.cli",  # label, label-eval, label-bench
     "medflip.data.cli",  # data import | cache | split | bench
+    "medflip.serve.cli",  # serve, explain
     "medflip.inference",  # predict
+    "medflip.study.cli",  # study run | report | status
 )
 #: command -> (module that registers it, one-line help for `medflip --help`). tests/test_cli.py checks that
 #: each module of COMMAND_MODULES registers exactly the commands listed for it here.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("medflip.demo", "pre-train and evaluate a small model on built-in data"),
+    "demo": ("medflip.demo.cli", "pre-train and evaluate a small model on built-in data"),
     "pretrain": ("medflip.train.cli", "pre-train a MedFLIP model (masked ViT + text encoder)"),
     "eval": ("medflip.evaluate.cli", "evaluate a model: zero-shot, retrieval, probe, fine-tune, efficiency"),
     "bench": ("medflip.bench", "time training steps at mask ratios 0 / 0.5 / 0.75 vs the FLOPs ceiling"),
@@ -36,6 +38,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "label-bench": ("medflip.labeler.cli", "labeler throughput (reports/s on one core)"),
     "data": ("medflip.data.cli", "import datasets, build the image cache, split, benchmark"),
     "predict": ("medflip.inference", "zero-shot class probabilities for image files"),
+    "serve": ("medflip.serve.cli", "local web page: zero-shot bars, similar report sentences, grounding heatmaps"),
+    "explain": ("medflip.serve.cli", "grounding figure: where a phrase points in an image"),
+    "study": ("medflip.study.cli", "resumable reproduction study (docs/reproduction.md)"),
 }
 
 
