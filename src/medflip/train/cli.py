@@ -150,13 +150,10 @@ def _main(args: argparse.Namespace) -> int:
     from medflip.config import config_from_args
     from medflip.model.medflip import MedFLIP
     from medflip.train.config import PretrainConfig
-    from medflip.train.loop import pretrain, resolve_device
+    from medflip.runtime import resolve_device
+    from medflip.train.loop import pretrain
 
-    cfg = config_from_args(PretrainConfig, args)
-    if cfg.loss.recon_weight > 0:
-        cfg.model.reconstruction_decoder = True
-    if cfg.loss.mlm_weight > 0 or cfg.train.text_mask_ratio > 0:
-        cfg.model.mlm_head = True
+    cfg = config_from_args(PretrainConfig, args).resolved()
     device = resolve_device(cfg.train.device)
     batches = build_batches(cfg, device)
     torch.manual_seed(cfg.train.seed)
