@@ -13,7 +13,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from medflip.model.medflip import MedFLIP, ModelConfig
 from medflip.model.vision import VisionConfig
 from medflip.train.config import PretrainConfig
-from medflip.train.loop import build_optimizer, train_step_losses
+from medflip.losses import MedFLIPObjective
+from medflip.train.loop import build_optimizer
+from medflip.train.step import TrainingForward, train_step_losses
 from medflip.data.streams import Batch
 assert torch.cuda.is_available(), "no CUDA device"
 dev = torch.device("cuda")
@@ -27,9 +29,9 @@ batch = Batch(images=torch.randn(b, 1, 224, 224, device=dev), image_labels=(torc
               text_labels=(torch.rand(b, 14) < 0.2).float(), image_index=None)
 # Flash attention only: raises if the ViT's attention cannot use it under bf16 autocast.
 with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
-    terms = train_step_losses(model, batch, pc, 0.5, 0)
-print("bf16 step with flash SDPA: loss", float(terms["loss"]), "finite:", bool(torch.isfinite(terms["loss"])))
-terms["loss"].backward(); opt.step()
+    result = train_step_losses(TrainingForward(model), MedFLIPObjective(pc.loss), batch, pc, 0.5, 0)
+print("bf16 step with flash SDPA: loss", result.terms["loss"], "finite:", bool(torch.isfinite(result.loss)))
+result.loss.backward(); opt.step()
 # masking noise and indices live on the GPU (no host sync inside the forward)
 _, _, ids = model.vision(batch.images, 0.5)
 print("ids_keep device:", ids.device)

@@ -58,13 +58,22 @@ def tiny_batches(cfg: PretrainConfig, n: int = 24) -> DecoupledBatches:
     labels = np.zeros((n, K), np.float32)
     labels[np.arange(n), rng.integers(0, K, n)] = 1
     sentences = [
-        [" ".join(rng.choice(WORDS, rng.integers(1, 9))) + f" finding {i}" for _ in range(2)] for i in range(n)
+        [" ".join(rng.choice(WORDS, rng.integers(1, 9))) + f" finding {i}" for _ in range(2)]
+        for i in range(n)
     ]
     corpus = TextCorpus(
-        [" ".join(s) for s in sentences], sentences, [np.repeat(labels[i : i + 1], 2, 0) for i in range(n)], labels
+        [" ".join(s) for s in sentences],
+        sentences,
+        [np.repeat(labels[i : i + 1], 2, 0) for i in range(n)],
+        labels,
     )
     return DecoupledBatches(
-        images, labels, corpus, cfg.data.batch_size, cfg.model.vision.image_size, seed=cfg.train.seed,
+        images,
+        labels,
+        corpus,
+        cfg.data.batch_size,
+        cfg.model.vision.image_size,
+        seed=cfg.train.seed,
         augment=AugmentConfig(),
     )
 
@@ -100,7 +109,9 @@ def run_job(job: str) -> Path:
 
     loop.train_step_losses = step_hook
     try:
-        return loop.pretrain(tiny_model(cfg), tiny_batches(cfg), cfg, resume="resume" in flags, progress=False)
+        return loop.pretrain(
+            tiny_model(cfg), tiny_batches(cfg), cfg, resume="resume" in flags, progress=False
+        )
     finally:
         loop.train_step_losses = real_step
 

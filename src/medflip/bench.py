@@ -81,13 +81,17 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict:
     from medflip.model.medflip import MedFLIP, ModelConfig
     from medflip.model.vision import VisionConfig
     from medflip.train.config import PretrainConfig
-    from medflip.train.loop import autocast_context, build_optimizer, resolve_device, train_step_losses
+    from medflip.losses import MedFLIPObjective
+    from medflip.runtime import autocast_context, resolve_device
+    from medflip.train.loop import build_optimizer
+    from medflip.train.step import TrainingForward, train_step_losses
 
     device = resolve_device(cfg.device)
     pc = PretrainConfig(model=ModelConfig(vision=VisionConfig(size=cfg.vit, image_size=cfg.image_size)))
     pc.train.precision = cfg.precision
     model = MedFLIP(pc.model).to(device).train()
     optimizer = build_optimizer(model, pc.optim)
+    forward, objective = TrainingForward(model), MedFLIPObjective(pc.loss)
     g = torch.Generator().manual_seed(0)
     b = cfg.batch_size
     images = torch.randn(b, 1, cfg.image_size, cfg.image_size, generator=g).to(device)
@@ -117,9 +121,9 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict:
         return (time.perf_counter() - t) / steps
 
     def train_step(ratio: float):
-        terms = train_step_losses(model, batch, pc, ratio, step=0)
+        result = train_step_losses(forward, objective, batch, pc, ratio, step=0)
         optimizer.zero_grad(set_to_none=True)
-        terms["loss"].backward()
+        result.loss.backward()
         optimizer.step()
 
     # Most-masked first: on CPU the peak-RSS high-water mark then reads each ratio's own peak.

@@ -22,7 +22,7 @@ def local_rank() -> int:
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """"auto": CUDA (the GPU of this process's LOCAL_RANK under torchrun), else MPS, else CPU.
+    """ "auto": CUDA (the GPU of this process's LOCAL_RANK under torchrun), else MPS, else CPU.
 
     A bare "cuda" under torchrun also means this process's own GPU: every rank writing "cuda" would otherwise
     land on cuda:0. An explicit "cuda:N" is taken as given.
@@ -48,7 +48,10 @@ def autocast_context(device: torch.device, precision: str):
 
 
 def warmup_cosine(
-    total_steps: int, warmup_steps: int, min_ratio: float = 0.0, time_fraction: Callable[[], float] | None = None
+    total_steps: int,
+    warmup_steps: int,
+    min_ratio: float = 0.0,
+    time_fraction: Callable[[], float] | None = None,
 ) -> Callable[[int], float]:
     """LR multiplier: linear warmup to 1, then cosine to min_ratio at total_steps.
 

@@ -68,7 +68,7 @@ def _zeroshot(args) -> int:
     from medflip.evaluate.prompts import binary_prompts, chexpert_prompts
     from medflip.evaluate.zeroshot import encode_images, zero_shot
     from medflip.model.medflip import MedFLIP
-    from medflip.train.loop import resolve_device
+    from medflip.runtime import resolve_device
 
     cache = _load(args)
     names, y, keep = resolve_task(cache.rows, args.task, args.positive)
@@ -105,7 +105,7 @@ def _retrieval(args) -> int:
     from medflip.evaluate.zeroshot import encode_images, retrieval
     from medflip.model.medflip import MedFLIP
     from medflip.train.cli import load_text_reports
-    from medflip.train.loop import resolve_device
+    from medflip.runtime import resolve_device
 
     cache = _load(args)
     names, y, keep = resolve_task(cache.rows, args.task, args.positive)
@@ -169,7 +169,7 @@ def _supervised(args) -> int:
     from medflip.evaluate.plots import plot_confusion
     from medflip.evaluate.supervised import FinetuneConfig, plot_fractions, run_supervised
     from medflip.model.medflip import MedFLIP
-    from medflip.train.loop import resolve_device
+    from medflip.runtime import resolve_device
 
     mode = args.eval_command
     fractions = _fractions(args.fractions)
@@ -264,7 +264,7 @@ def _supervised(args) -> int:
 def _efficiency(args) -> int:
     from medflip.evaluate import efficiency as eff
     from medflip.evaluate.prompts import binary_prompts, chexpert_prompts
-    from medflip.train.loop import resolve_device
+    from medflip.runtime import resolve_device
 
     if not args.time_runs and not args.data_runs:
         raise UserError(

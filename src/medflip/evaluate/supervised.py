@@ -116,7 +116,7 @@ def extract_features(
     """images: uint8 [N, H, W] (array, memory map or IndexedImages) -> float32 [N, D] pooled ViT features."""
     from tqdm.auto import tqdm
 
-    from medflip.train.loop import autocast_context
+    from medflip.runtime import autocast_context
 
     vision.eval()
     out = []
@@ -202,22 +202,13 @@ class ImageClassifier(nn.Module):
 
 
 def _optimizer(clf: ImageClassifier, cfg: FinetuneConfig) -> torch.optim.AdamW:
-    no_decay = ("pos_embed", "cls_token")
-    groups: dict[tuple[bool, bool], list] = {}
-    for name, p in clf.named_parameters():
-        is_head = name.startswith("head.")
-        decay = p.ndim >= 2 and not any(k in name for k in no_decay)
-        groups.setdefault((is_head, decay), []).append(p)
-    return torch.optim.AdamW(
-        [
-            {
-                "params": ps,
-                "lr": cfg.head_lr if head else cfg.lr,
-                "weight_decay": cfg.weight_decay if decay else 0.0,
-            }
-            for (head, decay), ps in sorted(groups.items())
-        ]
-    )
+    from medflip.runtime import adamw_param_groups
+
+    def lr_of(name: str) -> float:
+        return cfg.head_lr if name.startswith("head.") else cfg.lr
+
+    groups = adamw_param_groups(clf.named_parameters(), lr_of, cfg.weight_decay, ("pos_embed", "cls_token"))
+    return torch.optim.AdamW(groups)
 
 
 def finetune(
@@ -237,7 +228,7 @@ def finetune(
     """
     from tqdm.auto import tqdm
 
-    from medflip.train.loop import autocast_context, warmup_cosine
+    from medflip.runtime import autocast_context, warmup_cosine
 
     cfg = cfg or FinetuneConfig()
     torch.manual_seed(cfg.seed)
@@ -286,7 +277,7 @@ def classifier_proba(
     batch_size: int = 64,
     precision: str = "auto",
 ) -> np.ndarray:
-    from medflip.train.loop import autocast_context
+    from medflip.runtime import autocast_context
 
     clf.eval()
     out = []

@@ -26,7 +26,7 @@ def encode_images(
     """
     from tqdm.auto import tqdm
 
-    from medflip.train.loop import autocast_context
+    from medflip.runtime import autocast_context
 
     size = model.cfg.vision.image_size
     out = []

@@ -137,7 +137,9 @@ def default_comm() -> Comm:
 @dataclass
 class ObjectiveResult:
     loss: torch.Tensor  # this rank's T_r, to call backward() on
-    terms: dict[str, float] = field(default_factory=dict)  # global-batch values of every term (all ranks agree)
+    terms: dict[str, float] = field(
+        default_factory=dict
+    )  # global-batch values of every term (all ranks agree)
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -166,12 +168,13 @@ class MedFLIPObjective(nn.Module):
         self.cfg = cfg
         self.comm = comm
 
-    def forward(self, out, image_labels: torch.Tensor | None, text_labels: torch.Tensor | None) -> ObjectiveResult:
+    def forward(
+        self, out, image_labels: torch.Tensor | None, text_labels: torch.Tensor | None
+    ) -> ObjectiveResult:
         """out: the model's training output (attributes in the module doc; missing heads are None).
 
         image_labels / text_labels: this rank's [n, K] label vectors (unused with loss.targets identity).
         """
-        cfg = self.cfg
         comm = self.comm or default_comm()
         device = out.image_embeds.device
         # The losses run in float32 whatever the autocast around them: softmax over thousands of logits and the
@@ -187,11 +190,17 @@ class MedFLIPObjective(nn.Module):
 
     def _weight(self, term: str) -> float:
         c = self.cfg
-        return {"sm": 1.0, "neg": c.lambda_neg, "svd": c.beta_svd, "recon": c.recon_weight, "mlm": c.mlm_weight}[
-            term
-        ]
+        return {
+            "sm": 1.0,
+            "neg": c.lambda_neg,
+            "svd": c.beta_svd,
+            "recon": c.recon_weight,
+            "mlm": c.mlm_weight,
+        }[term]
 
-    def _terms(self, out, image_labels, text_labels, comm: Comm) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    def _terms(
+        self, out, image_labels, text_labels, comm: Comm
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         cfg = self.cfg
         local = cfg.local_loss and comm.world > 1
         img = out.image_embeds.float()
@@ -239,7 +248,9 @@ class MedFLIPObjective(nn.Module):
 
         if cfg.beta_svd > 0:
             if out.image_tokens is None or out.text_tokens is None:
-                raise UserError("loss.beta_svd > 0 needs the model's patch and word tokens (return_tokens=True)")
+                raise UserError(
+                    "loss.beta_svd > 0 needs the model's patch and word tokens (return_tokens=True)"
+                )
             length = comm.max_int(out.text_tokens.shape[1])
             tok_all = comm.all_gather(_pad_tokens(out.text_tokens.float(), length), grad=True)  # [N, T, E]
             mask_all = comm.all_gather(_pad_tokens(out.text_mask.float(), length), grad=False)  # [N, T]
@@ -250,7 +261,9 @@ class MedFLIPObjective(nn.Module):
             else:
                 sig_rows, sig_cols = sigma_all, sigma_all.t()
             tau = cfg.svd_tau
-            terms["svd"] = 0.5 * (soft_cross_entropy(sig_rows / tau, y) + soft_cross_entropy(sig_cols / tau, y_t))
+            terms["svd"] = 0.5 * (
+                soft_cross_entropy(sig_rows / tau, y) + soft_cross_entropy(sig_cols / tau, y_t)
+            )
 
         if cfg.recon_weight > 0 and getattr(out, "ids_keep", None) is not None:  # masked step
             if getattr(out, "recon_pred", None) is None:
@@ -278,4 +291,3 @@ class MedFLIPObjective(nn.Module):
 
         total = sum(self._weight(k) * v for k, v in terms.items())
         return terms, total
-

@@ -149,8 +149,8 @@ def _main(args: argparse.Namespace) -> int:
 
     from medflip.config import config_from_args
     from medflip.model.medflip import MedFLIP
-    from medflip.train.config import PretrainConfig
     from medflip.runtime import resolve_device
+    from medflip.train.config import PretrainConfig
     from medflip.train.loop import pretrain
 
     cfg = config_from_args(PretrainConfig, args).resolved()

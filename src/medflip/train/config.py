@@ -79,7 +79,9 @@ class PretrainConfig:
         lc, tc = cfg.loss, cfg.train
         if lc.recon_weight > 0:
             if tc.mask_ratio <= 0:
-                raise UserError("loss.recon_weight > 0 reconstructs masked patches: it needs train.mask_ratio > 0")
+                raise UserError(
+                    "loss.recon_weight > 0 reconstructs masked patches: it needs train.mask_ratio > 0"
+                )
             cfg.model.reconstruction_decoder = True
         if lc.mlm_weight > 0 and tc.text_mask_ratio <= 0:
             raise UserError("loss.mlm_weight > 0 predicts masked words: it needs train.text_mask_ratio > 0")

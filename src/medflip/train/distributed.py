@@ -45,7 +45,11 @@ def is_distributed() -> bool:
 
 
 def _device_for_collectives() -> torch.device:
-    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    return (
+        torch.device("cuda", torch.cuda.current_device())
+        if dist.get_backend() == "nccl"
+        else torch.device("cpu")
+    )
 
 
 def step_agreement(seconds: float, samples: int) -> tuple[float, int]:

@@ -168,7 +168,9 @@ def pretrain(
 
     bar = tqdm(total=tc.steps, initial=start, disable=not progress or rank != 0, desc="pretrain", unit="step")
     if rank == 0 and world > 1:
-        bar.write(f"pretrain: {world} processes, {batches.batch_size // world} of each global batch of {batches.batch_size} per process")
+        bar.write(
+            f"pretrain: {world} processes, {batches.batch_size // world} of each global batch of {batches.batch_size} per process"
+        )
     pairs_per_s = 0.0
     for step in range(start, tc.steps):
         t0 = time.perf_counter()

@@ -84,7 +84,9 @@ class TrainingForward(nn.Module):
         run_mlm: bool = True,
     ) -> TrainingOutput:
         m = self.model
-        base = m(images, input_ids, attention_mask, mask_ratio, return_tokens=return_tokens, mask_noise=mask_noise)
+        base = m(
+            images, input_ids, attention_mask, mask_ratio, return_tokens=return_tokens, mask_noise=mask_noise
+        )
         out = TrainingOutput(**{f.name: getattr(base, f.name) for f in fields(base)})
         # A head runs only when its term is weighted: DDP must not find outputs in this return value that the
         # loss does not use, or it waits for gradients that never come.
