@@ -77,12 +77,11 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict:
     import torch
 
     from medflip.data.streams import Batch
-    from medflip.losses import soft_targets, svd_loss
+    from medflip.losses import MedFLIPObjective, soft_targets, svd_loss
     from medflip.model.medflip import MedFLIP, ModelConfig
     from medflip.model.vision import VisionConfig
-    from medflip.train.config import PretrainConfig
-    from medflip.losses import MedFLIPObjective
     from medflip.runtime import autocast_context, resolve_device
+    from medflip.train.config import PretrainConfig
     from medflip.train.loop import build_optimizer
     from medflip.train.step import TrainingForward, train_step_losses
 
