@@ -15,6 +15,7 @@ import math
 import resource
 import sys
 import time
+import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -223,6 +224,135 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+@dataclass
+class ObjectiveBenchConfig:
+    batches: tuple[int, ...] = (256, 1024, 4096)  # global batch sizes
+    worlds: tuple[int, ...] = (1, 2, 8)  # simulated world sizes
+    visible: int = 98  # image tokens per sample: ViT-S/16 at 224 px, mask 0.5 (196 patches)
+    text_tokens: int = 32
+    embed_dim: int = 512
+    repeats: int = 2
+    device: str = "auto"
+
+
+def run_objective_bench(cfg: ObjectiveBenchConfig, progress: bool = True) -> dict:
+    """Forward + backward time of the whole objective (L_sm, L_neg, L_svd) for ONE rank of each world size.
+
+    Rank r's features are random unit vectors; the other ranks' shares come from `SimulatedWorld`
+    (copies without gradient), so the process does exactly one real rank's arithmetic, communication aside.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from medflip.losses import LossConfig, MedFLIPObjective, SimulatedWorld
+    from medflip.runtime import resolve_device
+
+    device = resolve_device(cfg.device)
+    rows = []
+    for big_n in cfg.batches:
+        for world in cfg.worlds:
+            if big_n % world:
+                continue
+            n = big_n // world
+            g = torch.Generator().manual_seed(0)
+
+            def unit(*shape, g=g):
+                return F.normalize(torch.randn(*shape, generator=g), dim=-1).to(device).requires_grad_()
+
+            feats = [unit(n, cfg.embed_dim), unit(n, cfg.embed_dim)]
+            feats += [unit(n, cfg.visible, cfg.embed_dim), unit(n, cfg.text_tokens, cfg.embed_dim)]
+            labels = [(torch.rand(n, 14, generator=g) < 0.2).float().to(device) for _ in range(2)]
+            out = types.SimpleNamespace(
+                image_embeds=feats[0],
+                text_embeds=feats[1],
+                image_tokens=feats[2],
+                text_tokens=feats[3],
+                text_mask=torch.ones(n, cfg.text_tokens, device=device),
+                logit_scale=torch.tensor(math.log(1 / 0.07), device=device),
+                ids_keep=None,
+            )
+            for local in (False, True):
+                objective = MedFLIPObjective(LossConfig(local_loss=local), SimulatedWorld(0, world))
+
+                def step(objective=objective, out=out, labels=labels, feats=feats):
+                    objective(out, *labels).loss.backward()
+                    for f in feats:
+                        f.grad = None
+
+                try:
+                    sec, cpu = _timed(step, cfg.repeats, 1, device, cpu_time=True)
+                except torch.OutOfMemoryError:
+                    sec = cpu = float("nan")
+                    torch.cuda.empty_cache()
+                # On the CPU, process CPU time: wall-clock on a shared machine measures the neighbours.
+                if device.type == "cpu":
+                    sec = cpu
+                rows.append({"global_batch": big_n, "world": world, "local_loss": local, "seconds": sec})
+                if progress:
+                    mode = "local" if local else "global"
+                    print(f"  batch {big_n}, world {world}, {mode} loss: {sec:.4f} s", file=sys.stderr)
+    for r in rows:  # per-rank cost relative to one process holding the whole global batch
+        base = (
+            next(
+                b["seconds"]
+                for b in rows
+                if b["global_batch"] == r["global_batch"]
+                and b["world"] == 1
+                and b["local_loss"] == r["local_loss"]
+            )
+            if 1 in cfg.worlds
+            else float("nan")
+        )
+        r["of_world1"] = r["seconds"] / base if base == base and base > 0 else float("nan")
+    return {
+        "rows": rows,
+        "config": {**cfg.__dict__, "batches": list(cfg.batches), "worlds": list(cfg.worlds)},
+        "device": _device_name(device),
+    }
+
+
+def _timed(fn, steps: int, warmup: int, device, cpu_time: bool = False):
+    """Mean seconds per call (and, with cpu_time, also the mean process CPU seconds)."""
+    import torch
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for _ in range(warmup):
+        fn()
+    sync()
+    t, c = time.perf_counter(), time.process_time()
+    for _ in range(steps):
+        fn()
+    sync()
+    wall, cpu = (time.perf_counter() - t) / steps, (time.process_time() - c) / steps
+    return (wall, cpu) if cpu_time else wall
+
+
+def _device_name(device) -> str:
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def format_objective_table(result: dict) -> str:
+    lines = [
+        "| global batch | world | per-rank rows | global loss (s) | of world 1 | local loss (s) | of world 1 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    cells = {(r["global_batch"], r["world"], r["local_loss"]): r for r in result["rows"]}
+    for big_n, world, _ in sorted(k for k in cells if not k[2]):
+        g, loc = cells[(big_n, world, False)], cells[(big_n, world, True)]
+        lines.append(
+            f"| {big_n} | {world} | {big_n // world} | {g['seconds']:.4f} | {g['of_world1']:.3f} | "
+            f"{loc['seconds']:.4f} | {loc['of_world1']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bench",
@@ -246,10 +376,43 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=d.device)
     p.add_argument("--precision", default=d.precision, choices=["auto", "bf16", "fp32"])
     p.add_argument("--json", type=Path, help="write the results here")
+    o = p.add_argument_group(
+        "objective benchmark (--objective): per-rank forward+backward time of the whole loss for simulated "
+        "world sizes (one process computes one rank's rows), with and without local loss"
+    )
+    od = ObjectiveBenchConfig()
+    o.add_argument("--objective", action="store_true", help="run the objective benchmark instead")
+    o.add_argument("--global-batches", default=",".join(map(str, od.batches)), help="comma-separated")
+    o.add_argument("--worlds", default=",".join(map(str, od.worlds)), help="comma-separated world sizes")
+    o.add_argument(
+        "--visible", type=int, default=od.visible, help="image tokens per sample (98: ViT-S/16, mask 0.5)"
+    )
+    o.add_argument("--embed-dim", type=int, default=od.embed_dim)
     p.set_defaults(func=_main)
 
 
 def _main(args: argparse.Namespace) -> int:
+    if args.objective:
+        ocfg = ObjectiveBenchConfig(
+            batches=tuple(int(b) for b in args.global_batches.split(",")),
+            worlds=tuple(int(w) for w in args.worlds.split(",")),
+            visible=args.visible,
+            text_tokens=args.text_tokens,
+            embed_dim=args.embed_dim,
+            repeats=args.steps,
+            device=args.device,
+        )
+        result = run_objective_bench(ocfg)
+        print(
+            f"medflip bench --objective: {ocfg.visible} image tokens, {ocfg.text_tokens} text tokens, "
+            f"embed dim {ocfg.embed_dim}, fp32 loss, device {result['device']}; seconds per rank per step "
+            + ("(process CPU time)" if result["device"].startswith("cpu") else "(wall-clock)")
+        )
+        print(format_objective_table(result))
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(result, indent=2))
+        return 0
     cfg = BenchConfig(
         vit=args.vit,
         image_size=args.image_size,
