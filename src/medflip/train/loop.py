@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
 import time
 from pathlib import Path
 
@@ -174,6 +175,10 @@ def pretrain(
                 run_dir, step, model, optimizer, scheduler, state, tc.keep_checkpoints
             )
 
+    if tc.budget_clock not in ("wall", "cpu"):
+        raise UserError(f"train.budget_clock must be wall or cpu, got {tc.budget_clock!r}")
+    clock = time.process_time if tc.budget_clock == "cpu" else time.perf_counter
+    unmask_after_s = (1 - tc.unmasked_fraction) * budget_s if tc.unmasked_fraction > 0 else math.inf
     bar = tqdm(total=tc.steps, initial=start, disable=not progress or rank != 0, desc="pretrain", unit="step")
     if rank == 0 and world > 1:
         bar.write(
@@ -181,8 +186,8 @@ def pretrain(
         )
     pairs_per_s = 0.0
     for step in range(start, tc.steps):
-        t0 = time.perf_counter()
-        masked = step < tc.steps - tc.unmasked_steps
+        t0 = clock()
+        masked = step < tc.steps - tc.unmasked_steps and elapsed < unmask_after_s  # elapsed is agreed
         batch = batches.batch(step, rank, world)
         reseed_dropout(tc.seed, step, rank)
         result = train_step_losses(forward, objective, batch, cfg, tc.mask_ratio if masked else 0.0, step)
@@ -201,8 +206,8 @@ def pretrain(
         scheduler.step()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        # The same wall-clock on every rank (it drives the schedule and the budget) and the pairs all ranks did.
-        dt, pairs = step_agreement(time.perf_counter() - t0, len(batch.texts))
+        # The same clock on every rank (it drives the schedule and the budget) and the pairs all ranks did.
+        dt, pairs = step_agreement(clock() - t0, len(batch.texts))
         elapsed += dt
         rate = pairs / dt
         pairs_per_s = rate if step == start else 0.9 * pairs_per_s + 0.1 * rate
