@@ -1,8 +1,9 @@
 """Tiny pre-training runs for tests/test_distributed.py, launched in real processes by torchrun
 (`python -m torch.distributed.run --nproc_per_node 2 tests/dist_worker.py JOB...`) or called in-process.
 
-A JOB is `OUT[:local|global][:resume][:fail=STEP]`: pretrain 6 steps into OUT with local or global loss,
-resuming from OUT's last checkpoint, or with rank 1 raising at step STEP (to test that the group ends).
+A JOB is `OUT[:local|global][:resume][:fail=STEP][:cuda]`: pretrain 6 steps into OUT with local or global loss,
+resuming from OUT's last checkpoint, with rank 1 raising at step STEP (to test that the group ends), or on
+this rank's GPU with bf16 autocast (scripts/gpu_check.sh).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from torch import nn
 from medflip.data.augment import AugmentConfig
 from medflip.data.streams import DecoupledBatches, TextCorpus
 from medflip.model.medflip import MedFLIP
+from medflip.runtime import resolve_device
 from medflip.train import loop
 from medflip.train.config import PretrainConfig
 
@@ -51,7 +53,7 @@ def tiny_config(out, steps: int = 6, local_loss: bool = True) -> PretrainConfig:
     return cfg
 
 
-def tiny_batches(cfg: PretrainConfig, n: int = 24) -> DecoupledBatches:
+def tiny_batches(cfg: PretrainConfig, n: int = 24, device: str | torch.device = "cpu") -> DecoupledBatches:
     """n random 40 px images with one finding each; sentences of different lengths (padding matters)."""
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (n, 40, 40), dtype=np.uint8)
@@ -75,6 +77,7 @@ def tiny_batches(cfg: PretrainConfig, n: int = 24) -> DecoupledBatches:
         cfg.model.vision.image_size,
         seed=cfg.train.seed,
         augment=AugmentConfig(),
+        device=device,
     )
 
 
@@ -92,6 +95,10 @@ def tiny_model(cfg: PretrainConfig) -> MedFLIP:
 def run_job(job: str) -> Path:
     out, *flags = job.split(":")
     cfg = tiny_config(out, local_loss="global" not in flags)
+    device: str | torch.device = "cpu"
+    if "cuda" in flags:  # scripts/gpu_check.sh: this rank's GPU (LOCAL_RANK), bf16 autocast
+        cfg.train.device, cfg.train.precision = "auto", "auto"
+        device = resolve_device("auto")
     fail = next((int(f.split("=")[1]) for f in flags if f.startswith("fail=")), None)
     real_step = loop.train_step_losses
     rank = int(os.environ.get("RANK", "0"))
@@ -109,9 +116,8 @@ def run_job(job: str) -> Path:
 
     loop.train_step_losses = step_hook
     try:
-        return loop.pretrain(
-            tiny_model(cfg), tiny_batches(cfg), cfg, resume="resume" in flags, progress=False
-        )
+        batches = tiny_batches(cfg, device=device)
+        return loop.pretrain(tiny_model(cfg), batches, cfg, resume="resume" in flags, progress=False)
     finally:
         loop.train_step_losses = real_step
 

@@ -54,15 +54,33 @@ def ceiling_speedup(
     ratio: float,
 ) -> float:
     """FLOPs(step at ratio 0) / FLOPs(step at ratio); training ~ 3x forward for both towers alike."""
+    args = (num_patches, vit_width, vit_depth, patch_dim, text_tokens, text_width, text_depth)
+    return pair_forward_flops(*args, 0.0) / pair_forward_flops(*args, ratio)
 
-    def step_flops(r: float) -> float:
-        visible = math.floor(num_patches * (1 - r)) + 1  # + class token
-        patch_embed = 2 * num_patches * patch_dim * vit_width  # runs before masking
-        image = patch_embed + transformer_flops(visible, vit_width, vit_depth)
-        text = transformer_flops(text_tokens, text_width, text_depth)
-        return image + text
 
-    return step_flops(0.0) / step_flops(ratio)
+def pair_forward_flops(
+    num_patches: int,
+    vit_width: int,
+    vit_depth: int,
+    patch_dim: int,
+    text_tokens: int,
+    text_width: int,
+    text_depth: int,
+    ratio: float,
+) -> float:
+    """Forward matmul FLOPs of both towers for one image-text pair at mask `ratio` (losses and heads not counted)."""
+    visible = math.floor(num_patches * (1 - ratio)) + 1  # + class token
+    patch_embed = 2 * num_patches * patch_dim * vit_width  # runs before masking
+    image = patch_embed + transformer_flops(visible, vit_width, vit_depth)
+    return image + transformer_flops(text_tokens, text_width, text_depth)
+
+
+# Dense bf16 tensor-core peaks (TFLOP/s, no sparsity) for model-FLOPs utilisation; matched in the device name.
+PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10": 125.0}
+
+
+def peak_tflops(device_name: str) -> float | None:
+    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in device_name), None)
 
 
 def _peak_mb(device) -> float:
@@ -171,6 +189,7 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict:
     vit = model.vision.vit
     text_cfg = model.text.model.config
     base = rows[min(rows)]["step_s"] if 0.0 in rows else None
+    peak = peak_tflops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
     out_rows = []
     for ratio in sorted(rows):
         r = rows[ratio]
@@ -185,6 +204,17 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict:
             ratio,
         )
         speedup = base / r["step_s"] if base else float("nan")
+        flops = 3 * pair_forward_flops(
+            model.vision.num_patches,
+            model.vision.width,
+            len(vit.blocks),
+            16 * 16 * pc.model.vision.in_chans,
+            cfg.text_tokens,
+            text_cfg.hidden_size,
+            text_cfg.num_hidden_layers,
+            ratio,
+        )
+        achieved = flops * r["pairs_per_s"] / 1e12  # model TFLOP/s (training ~ 3x forward)
         out_rows.append(
             {
                 **{k: round(v, 4) for k, v in r.items()},
@@ -193,6 +223,8 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict:
                 "of_ceiling": round(speedup / ceiling, 3),
                 "text_share": round(text_s / r["step_s"], 4),
                 "svd_share": round(svd_s[b] / r["step_s"], 4),
+                "model_tflops": round(achieved, 3),
+                "mfu": round(achieved / peak, 4) if peak else None,
             }
         )
     return {
@@ -208,12 +240,17 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict:
 
 
 def format_table(result: dict) -> str:
-    head = "| mask ratio | pairs/s | speedup | FLOPs ceiling | of ceiling | peak mem (MB) | text share | SVD share |"
-    lines = [head, "|---|---|---|---|---|---|---|---|"]
+    head = (
+        "| mask ratio | pairs/s | speedup | FLOPs ceiling | of ceiling | peak mem (MB) | text share | SVD share "
+        "| model TFLOP/s | MFU |"
+    )
+    lines = [head, "|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
+        mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") is not None else "n/a"
         lines.append(
             f"| {r['mask_ratio']:.2f} | {r['pairs_per_s']:.2f} | {r['speedup']:.2f}x | {r['ceiling']:.2f}x | "
-            f"{r['of_ceiling']:.2f} | {r['peak_mem_mb']:.0f} | {100 * r['text_share']:.1f}% | {100 * r['svd_share']:.2f}% |"
+            f"{r['of_ceiling']:.2f} | {r['peak_mem_mb']:.0f} | {100 * r['text_share']:.1f}% | {100 * r['svd_share']:.2f}% "
+            f"| {r.get('model_tflops', 0):.2f} | {mfu} |"
         )
     svd = result["svd_s"]
     lines.append("")

@@ -105,11 +105,11 @@ def _zeroshot(args) -> int:
 
 
 def _retrieval(args) -> int:
+    from medflip.data.sources import load_text_reports
     from medflip.data.streams import TextCorpus
     from medflip.evaluate.zeroshot import encode_images, retrieval
     from medflip.model.medflip import MedFLIP
     from medflip.runtime import resolve_device
-    from medflip.train.cli import load_text_reports
 
     cache = _load(args)
     names, y, keep = resolve_task(cache.rows, args.task, args.positive)

@@ -31,35 +31,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from medflip.data.augment import augment_batch, normalize
+from medflip.data.views import IndexedImages  # noqa: F401 - re-exported: its old home
 from medflip.errors import UserError
 from medflip.evaluate.metrics import bootstrap_all, classification_metrics, confusion
 
 DEFAULT_FRACTIONS = (0.01, 0.1, 1.0)
 PROBE_C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0)
 PROBE_CV_MAX = 4096
-
-
-class IndexedImages:
-    """A row subset of an image array / memory map without copying it: `view[i:j]` and `view[idx]` read
-    only the rows asked for (in sorted order, which is what a memory map reads fastest)."""
-
-    def __init__(self, images: np.ndarray, index: np.ndarray):
-        self.images = images
-        self.index = np.asarray(index, dtype=np.int64)
-        self.shape = (len(self.index), *images.shape[1:])
-        self.dtype = images.dtype
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def __getitem__(self, key) -> np.ndarray:
-        rows = self.index[key]
-        if np.ndim(rows) == 0:
-            return np.asarray(self.images[int(rows)])
-        order = np.argsort(rows, kind="stable")
-        out = np.empty((len(rows), *self.images.shape[1:]), dtype=self.images.dtype)
-        out[order] = self.images[rows[order]]
-        return out
 
 
 def stratified_subset(y: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:

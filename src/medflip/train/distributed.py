@@ -71,3 +71,15 @@ def step_agreement(seconds: float, samples: int) -> tuple[float, int]:
 def barrier() -> None:
     if is_distributed():
         dist.barrier()
+
+
+def is_main_process() -> bool:
+    """Rank 0 of a running process group, or the only process."""
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def finish_distributed() -> None:
+    """Leave the process group cleanly (after every rank has finished its last write)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
