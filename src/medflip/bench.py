@@ -10,6 +10,7 @@ the unmasked overheads (patch embedding, optimizer, heads, loss, Python).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import resource
@@ -22,16 +23,36 @@ from pathlib import Path
 
 @dataclass
 class BenchConfig:
-    vit: str = "small"
-    image_size: int = 224
-    batch_size: int = 32
+    """What to time. The model, loss and precision come from a PretrainConfig: `config` (a YAML/JSON file, e.g.
+    a run's config.json) or PretrainConfig's defaults (ViT-S/16 at 224 px, batch 32), overridden by the fields
+    below that are set (None: keep the config's value)."""
+
+    config: str = ""
+    vit: str | None = None  # model.vision.size
+    image_size: int | None = None  # model.vision.image_size
+    batch_size: int | None = None  # data.batch_size
+    device: str | None = None  # train.device
+    precision: str | None = None  # train.precision
     text_tokens: int = 32  # a report sentence with [CLS]/[SEP] is ~15-35 tokens
     ratios: tuple[float, ...] = (0.0, 0.5, 0.75)
     steps: int = 5
     warmup: int = 2
     svd_batch: int = 256  # also state the SVD loss cost at this batch size
-    device: str = "auto"
-    precision: str = "auto"
+
+    def pretrain_config(self):
+        """The PretrainConfig this benchmark times (resolved: the heads its loss weights need exist)."""
+        from medflip.config import load_config
+        from medflip.train.config import PretrainConfig
+
+        keys = {
+            "model.vision.size": self.vit,
+            "model.vision.image_size": self.image_size,
+            "data.batch_size": self.batch_size,
+            "train.device": self.device,
+            "train.precision": self.precision,
+        }
+        overrides = {k: v for k, v in keys.items() if v is not None}
+        return load_config(PretrainConfig, self.config or None, overrides).resolved()
 
 
 def transformer_flops(tokens: int, width: int, depth: int, mlp_ratio: float = 4.0) -> float:
@@ -97,22 +118,20 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict:
 
     from medflip.data.streams import Batch
     from medflip.losses import MedFLIPObjective, soft_targets, svd_loss
-    from medflip.model.medflip import MedFLIP, ModelConfig
-    from medflip.model.vision import VisionConfig
+    from medflip.model.medflip import MedFLIP
     from medflip.runtime import autocast_context, resolve_device
-    from medflip.train.config import PretrainConfig
     from medflip.train.loop import build_optimizer
     from medflip.train.step import TrainingForward, train_step_losses
 
-    device = resolve_device(cfg.device)
-    pc = PretrainConfig(model=ModelConfig(vision=VisionConfig(size=cfg.vit, image_size=cfg.image_size)))
-    pc.train.precision = cfg.precision
+    pc = cfg.pretrain_config()
+    device = resolve_device(pc.train.device)
+    size = pc.model.vision.image_size
     model = MedFLIP(pc.model).to(device).train()
     optimizer = build_optimizer(model, pc.optim)
     forward, objective = TrainingForward(model), MedFLIPObjective(pc.loss)
     g = torch.Generator().manual_seed(0)
-    b = cfg.batch_size
-    images = torch.randn(b, 1, cfg.image_size, cfg.image_size, generator=g).to(device)
+    b = pc.data.batch_size
+    images = torch.randn(b, 1, size, size, generator=g).to(device)
     labels = (torch.rand(b, 14, generator=g) < 0.2).float()
     # Random words of the tokenizer's vocabulary -> texts of exactly `text_tokens` tokens.
     vocab = [w for w in model.tokenizer.get_vocab() if w.isalpha() and len(w) > 3][:5000]
@@ -230,6 +249,7 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict:
     return {
         "rows": out_rows,
         "config": {**cfg.__dict__, "ratios": list(cfg.ratios)},
+        "pretrain_config": dataclasses.asdict(pc),
         "device": torch.cuda.get_device_name(device)
         if device.type == "cuda"
         else f"cpu ({torch.get_num_threads()} threads)",
@@ -398,9 +418,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     d = BenchConfig()
-    p.add_argument("--vit", default=d.vit, choices=["tiny", "small", "base"])
-    p.add_argument("--image-size", type=int, default=d.image_size)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument(
+        "--config",
+        default="",
+        help="a pretrain config (YAML/JSON, e.g. a run's config.json): the model, loss and precision to time; "
+        "default: PretrainConfig's defaults (ViT-S/16 at 224 px, batch 32)",
+    )
+    p.add_argument("--vit", choices=["tiny", "small", "base"], help="overrides model.vision.size")
+    p.add_argument("--image-size", type=int, help="overrides model.vision.image_size")
+    p.add_argument("--batch-size", type=int, help="overrides data.batch_size")
     p.add_argument("--text-tokens", type=int, default=d.text_tokens)
     p.add_argument(
         "--ratios",
@@ -410,8 +436,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=d.steps, help="timed steps per ratio")
     p.add_argument("--warmup", type=int, default=d.warmup)
     p.add_argument("--svd-batch", type=int, default=d.svd_batch)
-    p.add_argument("--device", default=d.device)
-    p.add_argument("--precision", default=d.precision, choices=["auto", "bf16", "fp32"])
+    p.add_argument("--device", help="overrides train.device (auto: CUDA, else MPS, else CPU)")
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], help="overrides train.precision")
     p.add_argument("--json", type=Path, help="write the results here")
     o = p.add_argument_group(
         "objective benchmark (--objective): per-rank forward+backward time of the whole loss for simulated "
@@ -437,7 +463,7 @@ def _main(args: argparse.Namespace) -> int:
             text_tokens=args.text_tokens,
             embed_dim=args.embed_dim,
             repeats=args.steps,
-            device=args.device,
+            device=args.device or "auto",
         )
         result = run_objective_bench(ocfg)
         print(
@@ -451,6 +477,7 @@ def _main(args: argparse.Namespace) -> int:
             args.json.write_text(json.dumps(result, indent=2))
         return 0
     cfg = BenchConfig(
+        config=args.config,
         vit=args.vit,
         image_size=args.image_size,
         batch_size=args.batch_size,
@@ -463,9 +490,10 @@ def _main(args: argparse.Namespace) -> int:
         precision=args.precision,
     )
     result = run_bench(cfg)
+    pc = result["pretrain_config"]
     print(
-        f"medflip bench: ViT-{cfg.vit[0].upper()}/16 at {cfg.image_size}px, batch {cfg.batch_size}, "
-        f"{cfg.text_tokens} text tokens, device {result['device']}"
+        f"medflip bench: ViT-{pc['model']['vision']['size'][0].upper()}/16 at {pc['model']['vision']['image_size']}px, "
+        f"batch {pc['data']['batch_size']}, {cfg.text_tokens} text tokens, device {result['device']}"
     )
     print(format_table(result))
     if args.json:
