@@ -2,7 +2,7 @@
 
 Text is REAL: the 3,955 Indiana University chest X-ray reports shipped inside torchxrayvision, labelled by
 medflip's report labeler. Images are SYNTHETIC: phantom radiographs rendered so that each one shows its
-report's findings (medflip.data.phantom). Images and texts are drawn independently (decoupled, SPEC §1):
+report's findings (medflip.data.phantom). Images and texts are drawn independently (decoupled: unpaired images and texts):
 an image and a sentence are positives when their label vectors agree, not because they were paired.
 
 Held out: reports whose id is a multiple of 7. Their labels drive the test phantoms (the 5 CheXpert

@@ -1,4 +1,4 @@
-"""Data and time efficiency of pre-training (SPEC §5, paper Fig. 1): zero-shot accuracy against the number
+"""Data and time efficiency of pre-training (paper Fig. 1; docs/evaluation.md): zero-shot accuracy against the number
 of pre-training images and against training wall-clock, several runs (e.g. masked vs unmasked) per plot.
 
 Everything is read from run folders written by `medflip pretrain`::

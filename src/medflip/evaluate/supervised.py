@@ -1,4 +1,4 @@
-"""Supervised evaluation of a pre-trained image encoder (SPEC §5): linear probe and full fine-tuning.
+"""Supervised evaluation of a pre-trained image encoder (docs/evaluation.md): linear probe and full fine-tuning.
 
 Both train on a class-stratified, seeded fraction of a labelled training split (1%, 10%, 100% by default)
 and are scored on another split with the same metrics as zero-shot (accuracy, macro-F1, AUROC, bootstrap

@@ -1,4 +1,4 @@
-"""Zero-shot classification and image-text retrieval with a trained MedFLIP model (SPEC §5)."""
+"""Zero-shot classification and image-text retrieval with a trained MedFLIP model (docs/evaluation.md)."""
 
 from __future__ import annotations
 
