@@ -63,6 +63,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="chexpert-5x200: all other observations 0/blank, not only the other 4 tasks (GLoRIA)",
     )
     imp.add_argument("--frontal-only", action="store_true", default=None, help="chexpert: drop lateral views")
+    imp.add_argument(
+        "--exclude",
+        type=Path,
+        help="chexpert: drop every patient of this manifest (e.g. the chexpert-5x200 one: no evaluation "
+        "patient in pre-training)",
+    )
     imp.add_argument("--classes", help="covid: comma-separated classes to keep (e.g. COVID,Normal)")
     imp.add_argument("--reports", help="mimic-cxr: folder of sNNN.txt reports; iu-xray: XML folder or tgz")
     imp.add_argument("--csv", help="csv: the CSV file (default ROOT/manifest.csv)")

@@ -11,6 +11,8 @@ import itertools
 
 import numpy as np
 
+from medflip.evaluate.tasks import canonical_class
+
 CHEXPERT_PROMPT_PARTS: dict[str, dict[str, list[str]]] = {
     "Atelectasis": {
         "severity": ["", "mild", "minimal", "subsegmental", "small"],
@@ -158,8 +160,9 @@ def chexpert_prompts(classes: list[str], n_per_class: int = 10, seed: int = 0) -
 
 def binary_prompts(positive: str, normal_name: str = "Normal") -> dict[str, list[str]]:
     """{normal_name: NORMAL_PROMPTS, positive: its prompts} (CheXpert generator prompts if no fixed set)."""
-    if positive in BINARY_POSITIVE_PROMPTS:
-        pos = BINARY_POSITIVE_PROMPTS[positive]
+    fixed = {canonical_class(k): v for k, v in BINARY_POSITIVE_PROMPTS.items()}
+    if canonical_class(positive) in fixed:  # "COVID-19", "covid-19" and "COVID" share one prompt set
+        pos = fixed[canonical_class(positive)]
     elif positive in CHEXPERT_PROMPT_PARTS:
         pos = chexpert_prompts([positive], n_per_class=10)[positive]
     else:

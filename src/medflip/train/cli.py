@@ -94,6 +94,10 @@ def build_batches(cfg, device):
     if not dc.cache:
         raise UserError("no images: pass --data.cache DIR (a folder written by `medflip data cache`)")
     cache = open_cache(dc.cache, dc.split)
+    if any(dc.eval_caches):  # leak check: evaluation images of training patients (medflip.data.overlap)
+        from medflip.data.overlap import warn_cache_overlap
+
+        warn_cache_overlap(cache.rows, f"{dc.cache} [{dc.split}]", [c for c in dc.eval_caches if c])
     if dc.fraction != 1.0:  # data-efficiency runs: a seeded random subset (images, rows, labels alike)
         from medflip.evaluate.efficiency import subset_cache
 
