@@ -42,7 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     imp.add_argument(
         "--uncertain",
         choices=("keep", "positive", "negative", "ignore"),
-        help="CheXpert: rewrite -1 labels at import (default keep)",
+        help="CheXpert: rewrite -1 labels at import (default keep; ignore = blank. To leave uncertain "
+        "labels out of the label similarity instead, keep them and pre-train with --loss.uncertain ignore)",
     )
     imp.add_argument("--seed", type=int, help="sampling seed (chexpert-5x200, rsna-pneumonia; default 0)")
     imp.add_argument("--split", help="chexpert-5x200: CSV split to draw from, train (default) or val")
