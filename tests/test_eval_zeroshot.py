@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 
 import numpy as np
 import pytest
@@ -193,5 +195,13 @@ def test_cli_covid_zero_shot_from_the_radiography_layout(tmp_path, cxr, model_di
     assert "share 10 patient(s)" in capsys.readouterr().err
     z = json.loads(out.read_text())
     assert z["pretraining_overlap"]["shared_images"] == 10 and z["support"] == [4, 3]
+    # a model inside its run folder: the pre-training cache is read from RUN/config.json
+    run = tmp_path / "run"
+    shutil.copytree(model_dir, run / "model", copy_function=os.link)
+    (run / "config.json").write_text(json.dumps({"data": {"cache": str(cache), "split": "all"}}))
+    ran = [a if a != str(model_dir) else str(run / "model") for a in args]
+    assert main([*ran, "--positive", "COVID-19", "--json", str(out)]) == 0
+    assert "share 10 patient(s)" in capsys.readouterr().err
+    assert json.loads(out.read_text())["pretraining_overlap"]["from"] == "the model's run config.json"
     assert main([*args, "--positive", "Flu"]) == 2  # a class the cache does not have: one clear line
     assert "no images of class(es) Flu" in capsys.readouterr().err

@@ -87,19 +87,44 @@ def _load_model(args):
     return MedFLIP.from_pretrained(args.model, map_location=_device(args)).eval()
 
 
-def _pretraining_overlap(args, eval_rows) -> dict | None:
-    """--train-cache of zeroshot / retrieval: the pre-training cache; warn when the evaluation split shares
-    patients or images with its --train-split (a leak: CheXpert-5x200 inside CheXpert train)."""
-    if not args.train_cache:
+def _run_pretraining_cache(model: str) -> tuple[str, str] | None:
+    """(data.cache, data.split) of the run a model folder belongs to (RUN/model or RUN/checkpoints/step_N,
+    next to RUN/config.json as `medflip pretrain` writes it), when that cache still exists."""
+    here = Path(model).resolve()
+    for run in (here.parent, here.parent.parent):
+        cfg_path = run / "config.json"
+        if not cfg_path.is_file():
+            continue
+        try:
+            data = json.loads(cfg_path.read_text()).get("data") or {}
+        except (OSError, ValueError, AttributeError):
+            return None
+        cache = data.get("cache") if isinstance(data, dict) else None
+        if cache and (Path(cache) / "meta.json").is_file():
+            return str(cache), str(data.get("split") or "train")
         return None
+    return None
+
+
+def _pretraining_overlap(args, eval_rows) -> dict | None:
+    """Warn when the evaluation split shares patients or images with the model's pre-training split (a leak:
+    CheXpert-5x200 inside CheXpert train). The pre-training cache is --train-cache [--train-split], else the
+    one named in the model's run folder (RUN/config.json), when found."""
+    if args.train_cache:
+        source, split = (args.train_cache, args.train_split), "--train-cache"
+    else:
+        found = _run_pretraining_cache(args.model)
+        if found is None:
+            return None
+        source, split = found, "the model's run config.json"
     from medflip.data.overlap import warn_overlap
 
-    train = _open_split(args.train_cache, args.train_split)
-    o = warn_overlap(
-        train.rows, eval_rows, f"{args.train_cache} [{args.train_split}]", f"{args.cache} [{args.split}]"
-    )
+    train = _open_split(*source)
+    name = f"{source[0]} [{source[1]}]"
+    o = warn_overlap(train.rows, eval_rows, f"pre-training split {name}", f"{args.cache} [{args.split}]")
     return {
-        "train": f"{args.train_cache} [{args.train_split}]",
+        "pretraining": name,
+        "from": split,
         "shared_patients": len(o.patients),
         "eval_images_of_shared_patients": o.eval_rows,
         "shared_images": o.images,
@@ -120,7 +145,7 @@ def _zeroshot(args) -> int:
     )
     m = zero_shot(model, None, y, prompts, image_embeds=emb, n_boot=args.bootstrap, seed=args.seed)
     m.update(task=args.task, split=args.split, model=str(args.model), prompt_seed=args.seed)
-    if leak:
+    if leak is not None:
         m["pretraining_overlap"] = leak
     table = "\n".join(
         [
@@ -206,7 +231,7 @@ def _retrieval(args) -> int:
     txt = model.encode_text(texts).float().cpu()
     m = retrieval(img, y, txt, cats)
     m.update(task=args.task, split=args.split, classes=names, model=str(args.model), protocol=protocol)
-    if leak:
+    if leak is not None:
         m["pretraining_overlap"] = leak
     rows = [
         f"| {d} | "
@@ -436,7 +461,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     def pretraining_cache(q):
         q.add_argument(
             "--train-cache",
-            help="the model's pre-training cache: warn when the evaluation split shares patients with it",
+            help="the model's pre-training cache: warn when the evaluation split shares patients with it "
+            "(default: the cache named in the model's run folder, RUN/config.json, when there is one)",
         )
         q.add_argument("--train-split", default="train", help="split of --train-cache that was trained on")
 
