@@ -64,9 +64,12 @@ def _fmt(metrics: dict, key: str) -> str:
 
 
 def _prompts(args, names: list[str]) -> dict[str, list[str]]:
-    """The task's class prompts (chexpert5: the seeded generator; binary: the fixed sets)."""
-    from medflip.evaluate.prompts import binary_prompts, chexpert_prompts
+    """The task's class prompts: the user's --prompts file (it must name exactly the task's classes), else
+    chexpert5: the seeded generator; binary: the fixed sets."""
+    from medflip.evaluate.prompts import binary_prompts, chexpert_prompts, load_prompts
 
+    if getattr(args, "prompts", None):
+        return load_prompts(args.prompts, names)
     try:
         if args.task == "chexpert5":
             return chexpert_prompts(names, n_per_class=args.prompts_per_class, seed=args.seed)
@@ -469,6 +472,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     z = evals.add_parser("zeroshot", help="zero-shot classification (prompt ensembles)")
     common(z)
     z.add_argument("--prompts-per-class", type=int, default=10)
+    z.add_argument(
+        "--prompts",
+        help="JSON/YAML file: class -> list of prompts, exactly the task's classes (replaces the built-in sets)",
+    )
     z.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
     pretraining_cache(z)
     z.set_defaults(func=_zeroshot)

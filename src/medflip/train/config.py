@@ -56,6 +56,14 @@ class TrainConfig:
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 elsewhere) | bf16 | fp32
     seed: int = 0
     out: str = "runs/pretrain"
+    # Validation during training (rank 0; its time is not counted in elapsed_s / time_budget_min):
+    # zero-shot metrics every N steps (and at the end) on eval_cache [eval_split], logged beside the loss.
+    eval_every: int = 0  # 0: off
+    eval_cache: str = ""  # cache with the validation split (default: data.cache)
+    eval_split: str = "val"
+    eval_task: str = "chexpert5"  # chexpert5 | binary (with eval_positive)
+    eval_positive: str = ""  # positive class of a binary validation task (e.g. Pneumonia)
+    eval_prompts: str = ""  # JSON/YAML prompt file (class -> prompts); default: the built-in sets
 
 
 @dataclass

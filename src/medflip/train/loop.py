@@ -34,6 +34,9 @@ LOG_COLUMNS = [
     "mlm",
     "logit_scale",
     "pairs_per_s",
+    "val_accuracy",  # validation during training (train.eval_every): blank on other steps
+    "val_macro_f1",
+    "val_auroc",
 ]
 
 
@@ -195,7 +198,8 @@ class MetricLog:
         if self.tb is not None:
             for k, v in row.items():
                 if k != "step" and v != "":
-                    self.tb.add_scalar(f"train/{k}", float(v), int(row["step"]))
+                    tag = f"val/{k[4:]}" if k.startswith("val_") else f"train/{k}"
+                    self.tb.add_scalar(tag, float(v), int(row["step"]))
 
 
 def pretrain(
@@ -204,8 +208,13 @@ def pretrain(
     cfg: PretrainConfig,
     resume: bool = False,
     progress: bool = True,
+    validate=None,
 ) -> Path:
-    """Train `model` for cfg.train.steps on `batches`; returns the run folder (final model in run/model)."""
+    """Train `model` for cfg.train.steps on `batches`; returns the run folder (final model in run/model).
+
+    validate: optional callable(model) -> {metric: value}, run on rank 0 every cfg.train.eval_every steps
+    and at the end, outside the timed step (built by the command layer, e.g. zero-shot on a val split).
+    """
     from tqdm.auto import tqdm
 
     tc = cfg.train
@@ -279,8 +288,14 @@ def pretrain(
         pairs_per_s = rate if step == start else 0.9 * pairs_per_s + 0.1 * rate
         done = step + 1
         bar.update(1)
-        if done % tc.log_every == 0 or done == tc.steps:
+        over_budget = budget_s > 0 and elapsed >= budget_s
+        val = {}
+        if validate is not None and tc.eval_every > 0 and rank == 0:
+            if done % tc.eval_every == 0 or done == tc.steps or over_budget:
+                val = {f"val_{k}": round(float(v), 5) for k, v in validate(model).items()}
+        if done % tc.log_every == 0 or done == tc.steps or val:
             row = {k: round(float(v.detach()), 5) for k, v in terms.items()}
+            row.update(val)
             row.update(
                 step=done,
                 epoch=batches.epoch_of(step),
@@ -291,7 +306,6 @@ def pretrain(
             bar.set_postfix(loss=f"{row['loss']:.3f}", pairs_s=f"{pairs_per_s:.1f}")
             if log is not None:
                 log.write(row)
-        over_budget = budget_s > 0 and elapsed >= budget_s
         if done % tc.ckpt_every == 0 or done == tc.steps or over_budget:
             checkpoint(done)
         if over_budget:
