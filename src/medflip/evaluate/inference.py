@@ -40,8 +40,8 @@ def map_images(
     device = torch.device(device)
     out = []
     for i in tqdm(range(0, len(images), batch_size), disable=not progress, desc=desc, unit="batch"):
-        # a writable, contiguous copy of the rows (memory maps are read-only)
-        x = torch.from_numpy(np.ascontiguousarray(images[i : i + batch_size])).unsqueeze(1)
+        # a writable copy of the rows (a memory map's rows are read-only; torch wants writable memory)
+        x = torch.from_numpy(np.array(images[i : i + batch_size])).unsqueeze(1)
         with autocast_context(device, precision):
             out.append(fn(normalize(x.to(device), image_size)).float().cpu())
     return torch.cat(out) if out else torch.zeros(0, out_dim)
