@@ -187,7 +187,7 @@ def _candidate_texts(args, cache, names: list[str]) -> tuple[list[str], np.ndarr
         )
         return texts, cats, protocol
     from medflip.data.streams import TextCorpus
-    from medflip.train.cli import load_text_reports
+    from medflip.data.texts import load_text_reports
 
     reports = (
         cache.rows["report"].fillna("").tolist()
