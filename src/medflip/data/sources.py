@@ -1,45 +1,15 @@
-"""Where a pre-training run's data comes from: the report corpus (`load_text_reports`), the optional
-class-balanced sentence stream (`balance_text_corpus`) and the batches themselves (`build_batches`), all from
-the `data` section of a PretrainConfig."""
+"""Where a pre-training run's data comes from: the report corpus (`load_text_reports`, in data/texts.py), the
+optional class-balanced sentence stream (`balance_text_corpus`) and the batches themselves (`build_batches`),
+all from the `data` section of a PretrainConfig."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from medflip.data.streams import DecoupledBatches, TextCorpus
+from medflip.data.texts import load_text_reports
 from medflip.data.views import subset_cache
 from medflip.errors import UserError
 
-
-def load_text_reports(source: str, text_column: str) -> list[str]:
-    """Report texts of a corpus: "iu" or a CSV / JSONL file with `text_column`."""
-    if source == "iu":
-        from medflip.data.iu_reports import load_iu_reports
-
-        return [r.text for r in load_iu_reports() if r.text]
-    import pandas as pd
-
-    path = Path(source)
-    if not path.is_file():
-        raise UserError(f"data.texts: {source!r} is neither 'paired', 'iu' nor an existing CSV/JSONL file")
-    try:
-        df = (
-            pd.read_json(path, lines=True)
-            if path.suffix in (".jsonl", ".json")
-            else pd.read_csv(path, dtype=str)
-        )
-    except ValueError as e:
-        raise UserError(f"cannot read text corpus {path}: {e}") from e
-    if text_column not in df.columns:
-        raise UserError(f"{path} has no column {text_column!r} (columns: {', '.join(map(str, df.columns))})")
-    texts = df[text_column].fillna("").astype(str).str.strip()
-    empty = int((texts == "").sum())
-    if empty:
-        print(f"text corpus {path}: skipped {empty} of {len(texts)} rows without text")
-    kept = texts[texts != ""].tolist()
-    if not kept:
-        raise UserError(f"text corpus {path} has no non-empty {text_column!r} values")
-    return kept
+__all__ = ["balance_text_corpus", "build_batches", "load_text_reports"]
 
 
 def balance_text_corpus(
@@ -85,6 +55,10 @@ def build_batches(cfg, device) -> DecoupledBatches:
     if not dc.cache:
         raise UserError("no images: pass --data.cache DIR (a folder written by `medflip data cache`)")
     cache = open_cache(dc.cache, dc.split)
+    if any(dc.eval_caches):  # leak check: evaluation images of training patients (medflip.data.overlap)
+        from medflip.data.overlap import warn_cache_overlap
+
+        warn_cache_overlap(cache.rows, f"{dc.cache} [{dc.split}]", [c for c in dc.eval_caches if c])
     if dc.fraction != 1.0:  # data-efficiency runs: a seeded random subset (images, rows, labels alike)
         cache = subset_cache(cache, dc.fraction, cfg.train.seed)
     paired = dc.texts == "paired"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from medflip.data.texts import load_text_reports  # noqa: F401  (re-exported: older imports)
 from medflip.errors import UserError
 
 DESCRIPTION = """Pre-train a MedFLIP model.
