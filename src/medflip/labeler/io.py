@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medflip.errors import UserError
+from medflip.labeler.iu_reports import is_iu_source, load_iu_reports
 from medflip.observations import OBSERVATIONS
 
 TEXT_COLUMN_GUESSES = ("text", "report", "reports", "report_text", "Reports", "Report", "Text", "impression")
@@ -147,8 +148,6 @@ def read_mimic_folder(path: Path, sections: str = "findings+impression") -> Repo
 
 
 def read_iu(path: Path) -> ReportSource:
-    from medflip.data.iu_reports import load_iu_reports
-
     reports = load_iu_reports(path)
     if not reports:
         raise UserError(f"{path}: no IU report XML files found")
@@ -162,8 +161,6 @@ def read_reports(
     sections: str = "findings+impression",
 ) -> ReportSource:
     """Dispatch on what `path` is (see the module docstring)."""
-    from medflip.data.iu_reports import is_iu_source
-
     source = Path(path)
     if not source.exists():
         raise UserError(f"input not found: {source}")
@@ -193,7 +190,7 @@ def _cell(value: int | None) -> str:
 def write_labels_csv(
     path: str | os.PathLike[str], id_column: str, ids: Sequence[str], values: Iterable[Sequence[int | None]]
 ) -> None:
-    """CheXpert labeler format: id column, then one column per observation (SPEC §1 names): 1 / 0 / -1 / blank."""
+    """CheXpert labeler format: id column, then one column per observation (the names of medflip.observations.OBSERVATIONS): 1 / 0 / -1 / blank."""
     try:
         with open(path, "w", encoding="utf-8", errors="replace", newline="") as handle:
             writer = csv.writer(handle)

@@ -5,7 +5,7 @@ Layout: report XMLs (``ecgen-radiology/N.xml``, anywhere under ROOT, or ``--repo
 (``NLMCXR_png/CXR1_1_IM-0001-3001.png``) anywhere under ROOT. Each XML's ``<parentImage id=...>`` lists
 its images; each image becomes one row with the report's findings + impression.
 
-Labels from medflip's report labeler (SPEC §4) on findings + impression; the NLM MeSH major terms are kept
+Labels from medflip's report labeler (docs/labeler.md) on findings + impression; the NLM MeSH major terms are kept
 in ``mesh`` for reference. View: torchxrayvision's t-SNE-derived PA / lateral table (more reliable than
 the DICOM header, per torchxrayvision), else the DICOM "View Position" it also bundles. Patient = the
 report uid (IU has one report per patient). A report with neither findings nor impression is a bad row.
@@ -53,7 +53,7 @@ def _xml_sources(source: Path) -> Iterator[tuple[str, bytes]]:
 def _default_reports(root: Path) -> Path:
     if any(root.rglob("*.xml")):
         return root
-    from medflip.data.iu_reports import default_iu_path
+    from medflip.labeler.iu_reports import default_iu_path
 
     return default_iu_path()
 
@@ -77,7 +77,7 @@ def _bundled_views() -> dict[str, str]:
 
 
 def run(ctx: ImportContext) -> pd.DataFrame:
-    from medflip.data.iu_reports import parse_iu_xml
+    from medflip.labeler.iu_reports import parse_iu_xml
 
     reports_src = Path(ctx.opt("reports")) if ctx.opt("reports") else _default_reports(ctx.root)
     images = images_by_stem(ctx.root, (".png", ".jpg", ".jpeg", ".dcm"))
