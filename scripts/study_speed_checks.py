@@ -17,10 +17,12 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from medflip.losses import MedFLIPObjective
 from medflip.model.medflip import MedFLIP, ModelConfig
 from medflip.model.text import TextConfig
 from medflip.train.config import PretrainConfig
-from medflip.train.loop import build_optimizer, train_step_losses
+from medflip.train.loop import build_optimizer
+from medflip.train.step import TrainingForward, train_step_losses
 
 build_batches = importlib.import_module("medflip.train.cli").build_batches  # the pretrain command's data
 out_dir = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/study")
@@ -35,16 +37,17 @@ for prec in ("fp32", "bf16"):
     torch.manual_seed(0)
     model = MedFLIP(cfg.model).train()
     opt = build_optimizer(model, cfg.optim)
+    forward, objective = TrainingForward(model), MedFLIPObjective(cfg.loss)
     losses, cpu = [], 0.0
     for s in range(40):
         t = time.process_time()
         torch.manual_seed(1000 + s)  # the same patch masks in both precisions
-        terms = train_step_losses(model, batches.batch(s), cfg, 0.5, s)
+        result = train_step_losses(forward, objective, batches.batch(s), cfg, 0.5, s)
         opt.zero_grad()
-        terms["loss"].backward()
+        result.loss.backward()
         opt.step()
         cpu += time.process_time() - t
-        losses.append(round(float(terms["loss"].detach()), 4))
+        losses.append(round(float(result.loss.detach()), 4))
     res["precision"][prec] = {"cpu_s_per_step": round(cpu / 40, 3), "losses": losses}
     print(prec, res["precision"][prec]["cpu_s_per_step"], losses[-5:], flush=True)
 sents = pd.read_csv(out_dir / "retrieval_pool.csv")["sentence"].tolist()[:32]
