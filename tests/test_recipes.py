@@ -197,6 +197,13 @@ def _run(example: Example, ws: Path, state: dict) -> tuple[bool, str]:
     words = _argv(example.text, ws)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
     if words[0] == "torchrun":
+        nnodes = next((w.split("=")[1] for w in words if w.startswith("--nnodes=")), None)
+        if "--nnodes" in words:
+            nnodes = words[words.index("--nnodes") + 1]
+        if (nnodes not in (None, "1")) or any(
+            w.startswith(("--rdzv", "--master_addr", "--master-addr")) for w in words
+        ):
+            return False, "a multi-node launch (needs several machines); one-node torchrun examples run"
         if state.get("torchrun"):
             return False, "another torchrun example already ran the same distributed entry point"
         state["torchrun"] = True

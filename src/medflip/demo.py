@@ -130,6 +130,8 @@ def run_demo(cfg: DemoConfig, progress: bool = True) -> dict:
     from medflip.evaluate.prompts import chexpert_prompts
     from medflip.evaluate.zeroshot import encode_images, retrieval, zero_shot
     from medflip.model.medflip import MedFLIP
+    from medflip.model.preprocess import PreprocessConfig
+    from medflip.train.card import write_model_card
     from medflip.train.config import PretrainConfig
     from medflip.train.loop import pretrain, resolve_device
 
@@ -169,6 +171,7 @@ def run_demo(cfg: DemoConfig, progress: bool = True) -> dict:
         device=device,
     )
     model = MedFLIP(pc.model)
+    model.preprocess_cfg = PreprocessConfig(cache_size=int(data["train_images"].shape[-1]))
     t_train = time.perf_counter()
     pretrain(model, batches, pc, progress=progress)
     t_train = time.perf_counter() - t_train
@@ -188,6 +191,14 @@ def run_demo(cfg: DemoConfig, progress: bool = True) -> dict:
         "total_seconds": round(time.perf_counter() - t_start, 1),
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    card_data = {
+        "cache": "synthetic phantom images rendered in memory (medflip.data.phantom)",
+        "split": "train",
+        "images": int(len(data["train_images"])),
+        "manifest_sha256": "none (built-in demo data)",
+        "texts": "Indiana University reports bundled with torchxrayvision (decoupled)",
+    }
+    write_model_card(out / "model", pc, out, card_data)
     plot_loss_curve(out / "log.csv", out / "loss.png")
     plot_confusion(
         zs["confusion"], zs["classes"], out / "zero_shot_confusion.png", "demo zero-shot (synthetic images)"
