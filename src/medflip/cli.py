@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "medflip.labeler.cli",  # label, label-eval, label-bench
     "medflip.data.cli",  # data import | cache | split | bench
     "medflip.inference",  # predict
+    "medflip.study.cli",  # study run | report | status
 )
 
 

@@ -259,11 +259,15 @@ def pretrain(
                 run_dir, step, model, optimizer, scheduler, state, tc.keep_checkpoints
             )
 
+    if tc.budget_clock not in ("wall", "cpu"):
+        raise UserError(f"train.budget_clock must be wall or cpu, got {tc.budget_clock!r}")
+    clock = time.process_time if tc.budget_clock == "cpu" else time.perf_counter
+    unmask_after_s = (1 - tc.unmasked_fraction) * budget_s if tc.unmasked_fraction > 0 else math.inf
     bar = tqdm(total=tc.steps, initial=start, disable=not progress or rank != 0, desc="pretrain", unit="step")
     pairs_per_s = 0.0
     for step in range(start, tc.steps):
-        t0 = time.perf_counter()
-        masked = step < tc.steps - tc.unmasked_steps
+        t0 = clock()
+        masked = step < tc.steps - tc.unmasked_steps and elapsed < unmask_after_s
         batch = batches.batch(step)
         terms = train_step_losses(ddp_model, batch, cfg, tc.mask_ratio if masked else 0.0, step)
         loss = terms["loss"]
@@ -282,7 +286,7 @@ def pretrain(
         scheduler.step()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        dt = time.perf_counter() - t0
+        dt = clock() - t0
         elapsed += dt
         rate = batches.batch_size * world / dt
         pairs_per_s = rate if step == start else 0.9 * pairs_per_s + 0.1 * rate
