@@ -11,7 +11,7 @@
     reports.csv, reports.jsonl          report tables (study_id, report / id, text)
     mimic-cxr-reports/files/...         extracted MIMIC-CXR reports
     NLMCXR_reports.tgz                  IU report XMLs (ecgen-radiology/N.xml), as distributed
-    scans/*.dcm                         a user's own DICOM files
+    scans/*.dcm, cxr.dcm                a user's own DICOM files
 
 Images are tiny (48-64 px) so a recipe run costs seconds; labels are chosen so every documented task has
 every class in every split it reads (e.g. each CheXpert competition class in MIMIC's val and test splits).
@@ -203,6 +203,7 @@ def make_user_files(ws: Path) -> None:
             info = tarfile.TarInfo(f"ecgen-radiology/{k}.xml")
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
+    write_dicom(ws / "cxr.dcm", _gray(399, 64, 52).astype(np.uint16) * 16, view="PA")
     for k in range(3):
         write_dicom(ws / "scans" / f"scan{k}.dcm", _gray(400 + k, 60, 50).astype(np.uint16) * 16, view="PA")
 
