@@ -22,6 +22,7 @@ the reason), as is `medflip serve` (a server that runs until stopped). `runs/dem
 from __future__ import annotations
 
 import glob
+import itertools
 import os
 import re
 import shlex
@@ -73,7 +74,7 @@ def extra_flags(argv: list[str]) -> list[str]:
         ("data", "cache"): ["--workers", "0"],
         ("data", "bench"): ["--seconds", "0.2", "--build-images", "2", "--source-size", "64", "--batch", "8"],
         ("eval", "zeroshot"): ["--bootstrap", "20", "--batch-size", "16"],
-        ("eval", "retrieval"): ["--max-texts", "40", "--batch-size", "16"],
+        ("eval", "retrieval"): ["--per-class", "8", "--batch-size", "16"],
         ("eval", "probe"): ["--bootstrap", "20", "--batch-size", "16"],
         ("eval", "finetune"): ["--bootstrap", "20", "--batch-size", "16", "--epochs", "1", "--min-steps", "1"]
         + ["--train-batch-size", "4"],
@@ -127,7 +128,11 @@ def _commands(lines: list[str]) -> list[str]:
         elif loop is not None:
             loop[2].append(" ".join(words))
         else:
-            out.append(shlex.join(words))
+            parts = [list(g) for k, g in itertools.groupby(words, lambda w: w == "&&") if not k]
+            if len(parts) > 1 and all(p[0] == "medflip" for p in parts):  # `medflip a && medflip b`
+                out += [shlex.join(p) for p in parts]
+            else:
+                out.append(shlex.join(words))
     return out
 
 
@@ -263,6 +268,7 @@ def test_documents_parse():
         "medflip x --a 2",
     ]
     assert _commands(["medflip a \\", "   --b c   # comment"]) == ["medflip a --b c"]
+    assert _commands(["medflip a && medflip b x"]) == ["medflip a", "medflip b x"]
 
 
 @pytest.mark.slow
