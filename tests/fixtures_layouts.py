@@ -8,7 +8,7 @@
     data/rsna-pneumonia/                stage_2_train_labels.csv, stage_2_detailed_class_info.csv, DICOMs
     data/COVID-19_Radiography_Dataset/  COVID/ Normal/ Lung_Opacity/ Viral Pneumonia/, images/*.png
     data/chest_xray/                    Kermany: {train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg
-    reports.csv, reports.jsonl          report tables (study_id, report / id, text)
+    reports.csv, mimic_reports.csv      report tables (study_id, report); reports.jsonl (id, text)
     mimic-cxr-reports/files/...         extracted MIMIC-CXR reports
     NLMCXR_reports.tgz                  IU report XMLs (ecgen-radiology/N.xml), as distributed
     scans/*.dcm, cxr.dcm                a user's own DICOM files
@@ -188,6 +188,7 @@ def make_user_files(ws: Path) -> None:
     reports = [(f"s{k}", " ".join(CLASS_REPORTS[t])) for k, t in enumerate(COMPETITION_TASKS)]
     reports.append(("s9", "The lungs are clear. Findings may represent early pneumonia."))
     pd.DataFrame(reports, columns=["study_id", "report"]).to_csv(ws / "reports.csv", index=False)
+    pd.DataFrame(reports, columns=["study_id", "report"]).to_csv(ws / "mimic_reports.csv", index=False)
     with (ws / "reports.jsonl").open("w") as f:
         for sid, text in reports:
             f.write(json.dumps({"id": sid, "text": text}) + "\n")
