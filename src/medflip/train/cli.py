@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from medflip.data.texts import load_text_reports  # noqa: F401  (re-exported: older imports)
 from medflip.errors import UserError
 
 DESCRIPTION = """Pre-train a MedFLIP model.
@@ -23,109 +24,74 @@ Examples:
 """
 
 
-def load_text_reports(source: str, text_column: str) -> list[str]:
-    """Report texts of a corpus: "iu" or a CSV / JSONL file with `text_column`."""
-    if source == "iu":
-        from medflip.data.iu_reports import load_iu_reports
+def cache_meta(cache_dir: str) -> dict:
+    """The cache's meta.json (size, resize policy, manifest sha256, split counts)."""
+    import json
 
-        return [r.text for r in load_iu_reports() if r.text]
-    import pandas as pd
-
-    path = Path(source)
-    if not path.is_file():
-        raise UserError(f"data.texts: {source!r} is neither 'paired', 'iu' nor an existing CSV/JSONL file")
+    path = Path(cache_dir) / "meta.json"
     try:
-        df = (
-            pd.read_json(path, lines=True)
-            if path.suffix in (".jsonl", ".json")
-            else pd.read_csv(path, dtype=str)
-        )
-    except ValueError as e:
-        raise UserError(f"cannot read text corpus {path}: {e}") from e
-    if text_column not in df.columns:
-        raise UserError(f"{path} has no column {text_column!r} (columns: {', '.join(map(str, df.columns))})")
-    texts = df[text_column].fillna("").astype(str).str.strip()
-    empty = int((texts == "").sum())
-    if empty:
-        print(f"text corpus {path}: skipped {empty} of {len(texts)} rows without text")
-    kept = texts[texts != ""].tolist()
-    if not kept:
-        raise UserError(f"text corpus {path} has no non-empty {text_column!r} values")
-    return kept
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"{cache_dir} is not a medflip image cache ({path}: {e})") from e
 
 
-def balance_text_corpus(
-    corpus, per_class: int, classes, paired: bool, seed: int, text_mode: str = "sentence"
-):
-    """The class-balanced sentence corpus of `--data.balance_text`, with a line on what it could draw from."""
+def cache_preprocessing(cache_dir: str):
+    """How the training images were prepared (cache size + resize policy), for the model's config.json."""
+    from medflip.model.preprocess import PreprocessConfig
+
+    meta = cache_meta(cache_dir)
+    return PreprocessConfig(
+        cache_size=int(meta["size"]), resize=str(meta.get("resize", "fit-longer-side-pad-black"))
+    )
+
+
+def build_validator(cfg, device):
+    """`--train.eval_every N`: a callable(model) -> zero-shot {accuracy, macro_f1, auroc} on the validation
+    split, for the loop to call on rank 0. Built here (the command layer) so the loop needs no evaluation
+    code; the split, task and prompts are checked now, before any training step."""
+    tc = cfg.train
+    if tc.eval_every <= 0:
+        return None
     import numpy as np
+    import torch
 
-    from medflip.observations import OBSERVATIONS
-
-    if paired:
-        raise UserError(
-            "--data.balance_text needs decoupled text (--data.texts iu or a corpus file): "
-            "paired reports belong to their images"
-        )
-    if text_mode != "sentence":
-        raise UserError("--data.balance_text balances sentences: use it with --data.text_mode sentence")
-    unknown = [c for c in classes if c not in OBSERVATIONS]
-    if unknown:
-        raise UserError(f"--data.balance_classes: unknown {unknown}; valid: {', '.join(OBSERVATIONS)}")
-    labels = np.concatenate(corpus.sentence_labels)
-    counts = {c: int((labels[:, OBSERVATIONS.index(c)] > 0).sum()) for c in classes}
-    print(
-        f"balanced text: {per_class} sentences per class from "
-        + ", ".join(f"{c} {n}" for c, n in counts.items())
-        + f" positive sentences, plus {per_class} at random (of {len(labels)})"
-    )
-    missing = [c for c, n in counts.items() if n == 0]
-    if missing:
-        print(f"balanced text: no sentence is positive for {', '.join(missing)}; those classes get none")
-    return corpus.balanced_sentences(per_class, np.random.default_rng([seed, 3]), tuple(classes))
-
-
-def build_batches(cfg, device):
-    """The cache split + text corpus named by cfg.data, as seeded decoupled (or paired) batches."""
     from medflip.data.cache import open_cache
-    from medflip.data.streams import DecoupledBatches, TextCorpus
+    from medflip.evaluate.metrics import classification_metrics
+    from medflip.evaluate.prompts import binary_prompts, chexpert_prompts, load_prompts
+    from medflip.evaluate.supervised import IndexedImages
+    from medflip.evaluate.tasks import resolve_task
+    from medflip.evaluate.zeroshot import class_embeddings, encode_images
 
-    dc = cfg.data
-    if not dc.cache:
-        raise UserError("no images: pass --data.cache DIR (a folder written by `medflip data cache`)")
-    cache = open_cache(dc.cache, dc.split)
-    if dc.fraction != 1.0:  # data-efficiency runs: a seeded random subset (images, rows, labels alike)
-        from medflip.evaluate.efficiency import subset_cache
-
-        cache = subset_cache(cache, dc.fraction, cfg.train.seed)
-    paired = dc.texts == "paired"
-    if paired:
-        reports = cache.rows["report"].fillna("").astype(str).tolist()
-        missing = sum(1 for r in reports if not r.strip())
-        if missing:
-            raise UserError(
-                f"--data.texts paired: {missing} of {len(reports)} images in {dc.cache} ({dc.split}) have no report; "
-                "use --data.texts iu or a text corpus file (decoupled training)"
-            )
-    else:
-        reports = load_text_reports(dc.texts, dc.text_column)
-    corpus = TextCorpus.from_reports(reports, uncertain=cfg.loss.uncertain)
-    if dc.balance_text > 0:
-        corpus = balance_text_corpus(
-            corpus, dc.balance_text, dc.balance_classes, paired, cfg.train.seed, dc.text_mode
+    cache_dir = tc.eval_cache or cfg.data.cache
+    if not cache_dir:
+        raise UserError("--train.eval_every needs --train.eval_cache (or --data.cache)")
+    if cache_dir == cfg.data.cache and tc.eval_split == cfg.data.split:
+        raise UserError(
+            f"--train.eval_split {tc.eval_split!r} is the training split of {cache_dir}: "
+            "validation would score training images; pass another --train.eval_split or --train.eval_cache"
         )
-    return DecoupledBatches(
-        cache.images,
-        cache.labels(cfg.loss.uncertain),
-        corpus,
-        dc.batch_size,
-        cfg.model.vision.image_size,
-        seed=cfg.train.seed,
-        paired=paired,
-        text_mode=dc.text_mode,
-        augment=dc.augment_cfg if dc.augment else None,
-        device=device,
-    )
+    cache = open_cache(cache_dir, tc.eval_split)
+    if tc.eval_task not in ("chexpert5", "binary"):
+        raise UserError(f"--train.eval_task must be chexpert5 or binary, got {tc.eval_task!r}")
+    print(f"validation every {tc.eval_every} steps on {cache_dir} [{tc.eval_split}]:")
+    names, y, keep = resolve_task(cache.rows, tc.eval_task, tc.eval_positive or None)
+    if tc.eval_prompts:
+        prompts = load_prompts(tc.eval_prompts, names)
+    elif tc.eval_task == "chexpert5":
+        prompts = chexpert_prompts(names, n_per_class=10, seed=0)
+    else:
+        prompts = binary_prompts(tc.eval_positive)
+    images = IndexedImages(cache.images, keep)
+
+    def validate(model) -> dict[str, float]:
+        with torch.no_grad():
+            emb = encode_images(model, images, precision=tc.precision)
+            cls = class_embeddings(model, prompts)
+            scale = model.logit_scale.detach().clamp(max=np.log(100)).exp().cpu().float()
+            probs = (scale * emb @ cls.t()).softmax(-1).numpy()
+        return classification_metrics(y, probs)
+
+    return validate
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -148,19 +114,36 @@ def _main(args: argparse.Namespace) -> int:
     import torch
 
     from medflip.config import config_from_args
+    from medflip.data.sources import build_batches
     from medflip.model.medflip import MedFLIP
+    from medflip.runtime import resolve_device
     from medflip.train.config import PretrainConfig
-    from medflip.train.loop import pretrain, resolve_device
+    from medflip.train.distributed import finish_distributed, is_main_process
+    from medflip.train.loop import pretrain
 
-    cfg = config_from_args(PretrainConfig, args)
-    if cfg.loss.recon_weight > 0:
-        cfg.model.reconstruction_decoder = True
-    if cfg.loss.mlm_weight > 0 or cfg.train.text_mask_ratio > 0:
-        cfg.model.mlm_head = True
+    cfg = config_from_args(PretrainConfig, args).resolved()
     device = resolve_device(cfg.train.device)
     batches = build_batches(cfg, device)
     torch.manual_seed(cfg.train.seed)
     model = MedFLIP(cfg.model)
-    run = pretrain(model, batches, cfg, resume=args.resume, progress=not args.no_progress)
+    model.preprocess_cfg = cache_preprocessing(cfg.data.cache)  # saved in config.json: medflip.load replays it
+    validate = build_validator(cfg, device)
+    run = pretrain(model, batches, cfg, resume=args.resume, progress=not args.no_progress, validate=validate)
+    if not is_main_process():  # under torchrun, rank 0 alone writes the card and reports
+        finish_distributed()
+        return 0
+    if (run / "model" / "config.json").is_file():
+        from medflip.train.card import write_model_card
+
+        meta = cache_meta(cfg.data.cache)
+        data = {
+            "cache": cfg.data.cache,
+            "split": cfg.data.split,
+            "images": meta.get("splits", {}).get(cfg.data.split, "?"),
+            "manifest_sha256": meta.get("manifest_sha256", "unknown"),
+            "texts": cfg.data.texts,
+        }
+        write_model_card(run / "model", cfg, run, data)
     print(f"done: {run / 'model'} (log: {run / 'log.csv'}, checkpoints: {run / 'checkpoints'})")
+    finish_distributed()
     return 0
