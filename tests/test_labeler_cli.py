@@ -76,10 +76,15 @@ def test_label_csv_output_format(tmp_path: Path, capsys: pytest.CaptureFixture) 
     assert rows[2]["Pneumonia"] == "-1"
     assert "1 row(s) without text" in capsys.readouterr().err
     hedged = tmp_path / "hedged.csv"
-    hedged.write_text("text\nOpacity may represent pneumonia.\n")
-    for policy, expected in (("ignore", ""), ("uncertain", "-1")):
-        assert main(["label", str(hedged), "--out", str(out), "--hypothetical", policy, "--no-progress"]) == 0
-        assert read_out(out)[0]["Pneumonia"] == expected
+    hedged.write_text("text\nOpacity may represent pneumonia. Evaluate for effusion.\n")
+    for flags, pneumonia, effusion in (
+        ([], "-1", ""),  # CheXpert convention (default): a hedge is uncertain, a question is no label
+        (["--convention", "iu"], "", ""),  # IU convention: "may represent X" is an alternative, no label
+        (["--hypothetical", "uncertain"], "-1", "-1"),
+    ):
+        assert main(["label", str(hedged), "--out", str(out), *flags, "--no-progress"]) == 0
+        row = read_out(out)[0]
+        assert (row["Pneumonia"], row["Pleural Effusion"]) == (pneumonia, effusion), flags
 
 
 def test_label_jsonl_and_sentences(tmp_path: Path) -> None:

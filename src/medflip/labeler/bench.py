@@ -10,11 +10,10 @@ import os
 import time
 
 from medflip.labeler.engine import label_values
+from medflip.labeler.iu_reports import load_iu_reports
 
 
 def _texts() -> list[str]:
-    from medflip.data.iu_reports import load_iu_reports
-
     return [r.text for r in load_iu_reports(ids="even") if r.text]
 
 
