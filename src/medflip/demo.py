@@ -170,7 +170,7 @@ def run_demo(cfg: DemoConfig, progress: bool = True) -> dict:
     )
     model = MedFLIP(pc.model)
     t_train = time.perf_counter()
-    pretrain(model, batches, pc, progress=progress)
+    pretrain(model, batches, pc, progress=progress, overwrite=True)  # a rerun replaces the last demo
     t_train = time.perf_counter() - t_train
 
     model.eval()

@@ -138,7 +138,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --train.out")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="PATH",
+        help="continue from the latest checkpoint in --train.out, or from checkpoint folder PATH; the config "
+        "must match the checkpoint's (only --train.steps may grow)",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier run's checkpoints/model in --train.out"
+    )
     p.add_argument("--no-progress", action="store_true")
     add_config_flags(p, PretrainConfig)
     p.set_defaults(func=_main)
@@ -161,6 +172,8 @@ def _main(args: argparse.Namespace) -> int:
     batches = build_batches(cfg, device)
     torch.manual_seed(cfg.train.seed)
     model = MedFLIP(cfg.model)
-    run = pretrain(model, batches, cfg, resume=args.resume, progress=not args.no_progress)
+    run = pretrain(
+        model, batches, cfg, resume=args.resume, progress=not args.no_progress, overwrite=args.overwrite
+    )
     print(f"done: {run / 'model'} (log: {run / 'log.csv'}, checkpoints: {run / 'checkpoints'})")
     return 0

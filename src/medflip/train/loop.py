@@ -17,9 +17,10 @@ from medflip.data.streams import Batch, DecoupledBatches
 from medflip.errors import UserError
 from medflip.losses import contrastive_losses, soft_targets, svd_loss
 from medflip.model.medflip import MedFLIP
-from medflip.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
+from medflip.train.checkpoint import load_model_state, load_trainer_state, save_checkpoint
 from medflip.train.config import PretrainConfig
 from medflip.train.distributed import gather_no_grad, gather_with_grad, init_distributed
+from medflip.train.rundir import open_run
 
 LOG_COLUMNS = [
     "step",
@@ -202,10 +203,15 @@ def pretrain(
     model: MedFLIP,
     batches: DecoupledBatches,
     cfg: PretrainConfig,
-    resume: bool = False,
+    resume: bool | str | Path = False,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> Path:
-    """Train `model` for cfg.train.steps on `batches`; returns the run folder (final model in run/model)."""
+    """Train `model` for cfg.train.steps on `batches`; returns the run folder (final model in run/model).
+
+    resume: True (the latest checkpoint of cfg.train.out) or a checkpoint path; overwrite: replace an
+    earlier run's outputs in the folder (see medflip.train.rundir).
+    """
     from tqdm.auto import tqdm
 
     tc = cfg.train
@@ -227,9 +233,9 @@ def pretrain(
             time_fraction=(lambda: elapsed / budget_s) if budget_s > 0 else None,
         ),
     )
-    ckpt = latest_checkpoint(run_dir) if resume else None
+    ckpt, lock = open_run(run_dir, cfg, resume, overwrite, rank)  # lock; refuse mixing runs
     if ckpt is not None:
-        model.load_state_dict(MedFLIP.from_pretrained(ckpt).state_dict())
+        load_model_state(ckpt, model)
         state = load_trainer_state(ckpt, optimizer, scheduler)
         start, elapsed = int(state["step"]), float(state["elapsed_s"])
     (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
@@ -299,4 +305,5 @@ def pretrain(
     bar.close()
     if rank == 0:
         model.save_pretrained(run_dir / "model")
+        lock.release()
     return run_dir
