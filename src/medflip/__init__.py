@@ -1,8 +1,8 @@
 """medflip: fast medical vision-language pre-training (MedFLIP)."""
 
+from medflip._version import __version__
 from medflip.observations import COMPETITION_TASKS, OBSERVATIONS
 
-__version__ = "0.1.0"
 __all__ = ["OBSERVATIONS", "COMPETITION_TASKS", "MedFLIP", "__version__"]
 
 

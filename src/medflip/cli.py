@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="medflip",
         description="Fast medical vision-language pre-training (MedFLIP): pre-train, evaluate, label reports.",
     )
-    from medflip import __version__
+    from medflip._version import __version__
 
     parser.add_argument("--version", action="version", version=f"medflip {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medflip._version import __version__
 from medflip.errors import UserError
 from medflip.model.decoder import MAEDecoder
 from medflip.model.text import MLMHead, TextConfig, TextEncoder, load_tokenizer
@@ -153,8 +154,6 @@ class MedFLIP(nn.Module):
         directory.mkdir(parents=True, exist_ok=True)
         cfg = dataclasses.asdict(self.cfg)
         cfg["vision"]["checkpoint"] = ""  # the weights are in model.safetensors now
-        from medflip import __version__
-
         meta = {"architecture": "MedFLIP", "medflip_version": __version__, "config": cfg}
         (directory / CONFIG_NAME).write_text(json.dumps(meta, indent=2))
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
