@@ -40,6 +40,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     imp.add_argument("--rejects", type=Path, help="rejects file (default: OUT with .rejects.csv)")
     imp.add_argument(
+        "--allow-outside-root",
+        action="store_true",
+        default=None,
+        help="accept image paths that resolve (symlinks followed) outside --root",
+    )
+    imp.add_argument(
         "--uncertain",
         choices=("keep", "positive", "negative", "ignore"),
         help="CheXpert: rewrite -1 labels at import (default keep)",
@@ -130,7 +136,7 @@ def _options(args: argparse.Namespace) -> dict:
 
 def cmd_import(args: argparse.Namespace) -> int:
     from medflip.data.adapters import get_adapter
-    from medflip.data.adapters._common import ImportContext, Rejects
+    from medflip.data.adapters._common import ImportContext, Rejects, screen_rows
     from medflip.data.manifest import conform, write_manifest
 
     if not args.root.exists():
@@ -140,7 +146,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
         _require_pyarrow(args.out)  # fail before a long import, not after
     ctx = ImportContext(root=args.root.resolve(), rejects=Rejects(args.skip_bad), options=_options(args))
-    df = conform(get_adapter(args.name)(ctx))
+    df = conform(screen_rows(get_adapter(args.name)(ctx), ctx, f"{args.name} import"))
     write_manifest(df, args.out)
     rejects_path = args.rejects or args.out.with_name(args.out.name.rsplit(".", 1)[0] + ".rejects.csv")
     if ctx.rejects.rows:
