@@ -3,7 +3,7 @@
 from medflip._version import __version__
 from medflip.observations import COMPETITION_TASKS, OBSERVATIONS
 
-__all__ = ["OBSERVATIONS", "COMPETITION_TASKS", "MedFLIP", "__version__"]
+__all__ = ["OBSERVATIONS", "COMPETITION_TASKS", "MedFLIP", "load", "__version__"]
 
 
 def __getattr__(name: str):
@@ -12,4 +12,8 @@ def __getattr__(name: str):
         from medflip.model.medflip import MedFLIP
 
         return MedFLIP
+    if name == "load":  # model, preprocess = medflip.load("runs/x/model")
+        from medflip.inference import load
+
+        return load
     raise AttributeError(name)

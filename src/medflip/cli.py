@@ -20,6 +20,8 @@ COMMAND_MODULES = (
     "medflip.bench",  # bench
     "medflip.labeler.cli",  # label, label-eval, label-bench
     "medflip.data.cli",  # data import | cache | split | bench
+    "medflip.inference",  # predict
+    "medflip.study.cli",  # study run | report | status
 )
 
 

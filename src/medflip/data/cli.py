@@ -68,7 +68,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="chexpert-5x200: all other observations 0/blank, not only the other 4 tasks (GLoRIA)",
     )
-    imp.add_argument("--frontal-only", action="store_true", default=None, help="chexpert: drop lateral views")
+    imp.add_argument(
+        "--frontal-only",
+        action="store_true",
+        default=None,
+        help="keep PA / AP (frontal) views only: datasets that record the view "
+        f"({', '.join(sorted(VIEW_DATASETS))}, csv with --view-col)",
+    )
+    imp.add_argument(
+        "--fractions",
+        help=f"rsna-pneumonia: train,val,test fractions of its seeded patient-disjoint split (default {RSNA_FRACTIONS})",
+    )
     imp.add_argument("--classes", help="covid: comma-separated classes to keep (e.g. COVID,Normal)")
     imp.add_argument("--reports", help="mimic-cxr: folder of sNNN.txt reports; iu-xray: XML folder or tgz")
     imp.add_argument("--csv", help="csv: the CSV file (default ROOT/manifest.csv)")
@@ -129,6 +139,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench.set_defaults(func=cmd_bench)
 
 
+# Datasets whose adapter fills the view column (from a metadata table or the DICOM header).
+VIEW_DATASETS = {"mimic-cxr", "chexpert", "chexpert-5x200", "rsna-pneumonia", "iu-xray", "nih-cxr14"}
+FRONTAL = {"PA", "AP", "FRONTAL"}
+RSNA_FRACTIONS = "0.7,0.15,0.15"
+
+
+def check_frontal_only(args: argparse.Namespace) -> None:
+    """--frontal-only is refused up front where the dataset has no view information (never a silent no-op)."""
+    if not args.frontal_only:
+        return
+    if args.name in VIEW_DATASETS or (args.name == "csv" and args.view_col):
+        return
+    raise UserError(
+        f"--frontal-only: {args.name} records no view (PA / AP / lateral), so there is nothing to filter on; "
+        f"it applies to {', '.join(sorted(VIEW_DATASETS))} and csv with --view-col"
+    )
+
+
+def frontal_only(df):
+    """Keep PA / AP rows (FRONTAL: CheXpert frontal films without AP/PA); print what was dropped."""
+    views = df["view"].fillna("").astype(str).str.strip().str.upper()
+    if views.eq("").all():
+        raise UserError("--frontal-only: no row of this dataset has a view; nothing to filter on")
+    keep = views.isin(FRONTAL)
+    dropped = views[~keep].replace("", "(unknown)").value_counts().to_dict()
+    if dropped:
+        print(f"frontal only: kept {int(keep.sum())} of {len(df)} images; dropped {dropped}")
+    return df[keep.to_numpy()].reset_index(drop=True)
+
+
 def _options(args: argparse.Namespace) -> dict:
     skip = {"name", "root", "out", "skip_bad", "rejects", "func", "command", "data_command"}
     return {k: v for k, v in vars(args).items() if k not in skip and v is not None}
@@ -145,8 +185,13 @@ def cmd_import(args: argparse.Namespace) -> int:
         from medflip.data.manifest import _require_pyarrow
 
         _require_pyarrow(args.out)  # fail before a long import, not after
+    check_frontal_only(args)
+    if args.fractions and args.name != "rsna-pneumonia":
+        raise UserError("--fractions applies to rsna-pneumonia; split other datasets with `medflip data split`")
     ctx = ImportContext(root=args.root.resolve(), rejects=Rejects(args.skip_bad), options=_options(args))
     df = conform(screen_rows(get_adapter(args.name)(ctx), ctx, f"{args.name} import"))
+    if args.frontal_only:
+        df = frontal_only(df)
     write_manifest(df, args.out)
     rejects_path = args.rejects or args.out.with_name(args.out.name.rsplit(".", 1)[0] + ".rejects.csv")
     if ctx.rejects.rows:

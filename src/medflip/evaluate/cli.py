@@ -72,7 +72,11 @@ def _zeroshot(args) -> int:
 
     cache = _load(args)
     names, y, keep = resolve_task(cache.rows, args.task, args.positive)
-    if args.task == "chexpert5":
+    if args.prompts:  # the user's prompt file; it must name exactly the task's classes
+        from medflip.evaluate.prompts import load_prompts
+
+        prompts = load_prompts(args.prompts, names)
+    elif args.task == "chexpert5":
         prompts = chexpert_prompts(names, n_per_class=args.prompts_per_class, seed=args.seed)
     else:
         prompts = binary_prompts(args.positive)
@@ -354,6 +358,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     z = evals.add_parser("zeroshot", help="zero-shot classification (prompt ensembles)")
     common(z)
     z.add_argument("--prompts-per-class", type=int, default=10)
+    z.add_argument(
+        "--prompts",
+        help="JSON/YAML file: class -> list of prompts, exactly the task's classes (replaces the built-in sets)",
+    )
     z.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
     z.set_defaults(func=_zeroshot)
     r = evals.add_parser("retrieval", help="image<->text retrieval, Precision@K / Recall@K by category")

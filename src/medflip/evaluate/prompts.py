@@ -167,3 +167,79 @@ def binary_prompts(positive: str, normal_name: str = "Normal") -> dict[str, list
             f"no prompt set for {positive!r}; known: {sorted(set(BINARY_POSITIVE_PROMPTS) | set(CHEXPERT_PROMPT_PARTS))}"
         )
     return {normal_name: list(NORMAL_PROMPTS), positive: list(pos)}
+
+
+NORMAL_NAMES = ("normal", "no finding", "no_finding", "healthy")
+
+
+def prompts_for_classes(classes: list[str], n_per_class: int = 10, seed: int = 0) -> dict[str, list[str]]:
+    """Curated prompts for class names: CheXpert observations (seeded generator), the binary sets
+    (Pneumonia, COVID-19, ...), "Normal" / "No Finding" (the normal-anatomy set); any other name is its
+    own single prompt (lower-cased), so free-form classes still work."""
+    out: dict[str, list[str]] = {}
+    for c in classes:
+        if c.strip().lower() in NORMAL_NAMES:
+            out[c] = list(NORMAL_PROMPTS)
+        elif c in BINARY_POSITIVE_PROMPTS:
+            out[c] = list(BINARY_POSITIVE_PROMPTS[c])
+        elif c in CHEXPERT_PROMPT_PARTS:
+            out[c] = chexpert_prompts([c], n_per_class=n_per_class, seed=seed)[c]
+        else:
+            out[c] = [c.strip().lower()]
+    return out
+
+
+def load_prompts(path, classes: list[str] | None = None) -> dict[str, list[str]]:
+    """Read a prompt file: JSON or YAML mapping class -> list of prompts (a single string is one prompt).
+
+    classes: when given (the task's classes), the file must cover exactly these names; the result is in
+    this order. Every problem raises one UserError naming the file and the offending keys.
+    """
+    import json
+    from pathlib import Path
+
+    from medflip.errors import UserError
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"prompt file not found: {path}")
+    text = path.read_text()
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as e:  # json.JSONDecodeError, yaml.YAMLError
+        raise UserError(f"prompt file {path} is not valid {path.suffix.lstrip('.').upper() or 'YAML'}: {e}") from e
+    if not isinstance(data, dict) or not data:
+        raise UserError(
+            f"prompt file {path} must be a non-empty mapping class -> list of prompts, "
+            f'e.g. {{"Normal": ["the lungs are clear"], "Pneumonia": ["pneumonia"]}}'
+        )
+    out: dict[str, list[str]] = {}
+    problems = []
+    for cls, value in data.items():
+        if not isinstance(cls, str) or not cls.strip():
+            problems.append(f"class name {cls!r} is not a non-empty string")
+            continue
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list) or not items:
+            problems.append(f"{cls!r}: expected a non-empty list of prompts, got {value!r}")
+            continue
+        bad = [p for p in items if not isinstance(p, str) or not p.strip()]
+        if bad:
+            problems.append(f"{cls!r}: prompts must be non-empty strings, got {bad[:3]}")
+            continue
+        out[cls] = [p.strip() for p in items]
+    if classes is not None:
+        missing = [c for c in classes if c not in data]
+        extra = [c for c in data if c not in classes]
+        if missing:
+            problems.append(f"missing class(es) {missing}")
+        if extra:
+            problems.append(f"class(es) {extra} are not in this task (classes: {list(classes)})")
+    if problems:
+        raise UserError(f"prompt file {path}: " + "; ".join(problems))
+    return {c: out[c] for c in classes} if classes is not None else out

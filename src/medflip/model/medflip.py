@@ -9,6 +9,7 @@ same space as the contrastive loss. Checkpoints: safetensors weights + JSON conf
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -22,6 +23,7 @@ from torch import nn
 from medflip._version import __version__
 from medflip.errors import UserError
 from medflip.model.decoder import MAEDecoder
+from medflip.model.preprocess import ImageLike, Preprocess, PreprocessConfig
 from medflip.model.text import MLMHead, TextConfig, TextEncoder, load_tokenizer
 from medflip.model.vision import MaskedViT, VisionConfig
 
@@ -42,6 +44,31 @@ class ModelConfig:
     def from_dict(cls, d: dict) -> ModelConfig:
         d = dict(d)
         return cls(vision=VisionConfig(**d.pop("vision", {})), text=TextConfig(**d.pop("text", {})), **d)
+
+
+@dataclass
+class Prediction:
+    """Zero-shot prediction: `probs` [N, C] (rows sum to 1) over `classes`, in the order given."""
+
+    classes: list[str]
+    probs: torch.Tensor  # [N, C] float32, CPU
+
+    @property
+    def labels(self) -> list[str]:
+        """The most probable class of each image."""
+        return [self.classes[i] for i in self.probs.argmax(1).tolist()]
+
+    def to_records(self, names: list[str] | None = None) -> list[dict]:
+        """One dict per image: {"image": name, "label": top class, "probs": {class: p}}."""
+        names = names or [str(i) for i in range(len(self.probs))]
+        return [
+            {
+                "image": n,
+                "label": self.classes[int(p.argmax())],
+                "probs": {c: round(float(v), 6) for c, v in zip(self.classes, p)},
+            }
+            for n, p in zip(names, self.probs)
+        ]
 
 
 @dataclass
@@ -75,6 +102,17 @@ class MedFLIP(nn.Module):
             else None
         )
         self.mlm = MLMHead(self.text.width, self.tokenizer.vocab_size) if cfg.mlm_head else None
+        # How training images were prepared (cache size, resize policy, normalisation): saved in
+        # config.json so inference replays it (medflip.model.preprocess). The trainer sets it from its cache.
+        self.preprocess_cfg = PreprocessConfig()
+        # class names -> prompt lists for `predict(classes=...)`; medflip.load wires the curated sets of
+        # medflip.evaluate.prompts (the model layer does not import evaluation code).
+        self.prompt_factory = None
+
+    @property
+    def preprocess(self) -> Preprocess:
+        """Callable: path / PIL / numpy / DICOM -> float [1, S, S] as the training cache + evaluation read it."""
+        return Preprocess(self.preprocess_cfg, self.cfg.vision.image_size)
 
     # ---- training forward -------------------------------------------------------------------
     def forward(
@@ -118,18 +156,41 @@ class MedFLIP(nn.Module):
         )
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
+    def _image_batch(self, images) -> torch.Tensor:
+        """A [N, C, H, W] tensor (already normalised) as is; a list of paths / PIL / arrays preprocessed."""
+        if isinstance(images, torch.Tensor) and images.ndim == 4 and images.is_floating_point():
+            return images
+        if isinstance(images, torch.Tensor) and images.ndim == 3 and images.is_floating_point():
+            return images.unsqueeze(0)
+        if not isinstance(images, (list, tuple)):
+            images = [images]
+        return self.preprocess.batch(list(images))
+
     @torch.no_grad()
-    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
-        """images: [N, C, H, W] normalised (see medflip.data.augment.normalize) -> [N, E] unit vectors."""
+    def encode_image(
+        self, images: torch.Tensor | list[ImageLike], batch_size: int = 64, precision: str = "fp32"
+    ) -> torch.Tensor:
+        """images: [N, C, H, W] normalised (`model.preprocess`), or a list of files / PIL images / arrays
+        (preprocessed here) -> [N, E] unit vectors. Encoded `batch_size` at a time, so N may be large.
+        precision: "fp32" or "bf16" (autocast; fast on CUDA and on CPUs with AVX512-BF16)."""
         was_training = self.training
         self.eval()
-        pooled, _, _ = self.vision(images.to(self.device))
+        chunks = []
+        raw = not isinstance(images, torch.Tensor)
+        n = len(images) if raw or images.ndim == 4 else 1
+        for i in range(0, n, batch_size):
+            x = self._image_batch(images[i : i + batch_size] if raw else images[i : i + batch_size])
+            with _autocast(self.device, precision):
+                pooled, _, _ = self.vision(x.to(self.device))
+                chunks.append(F.normalize(self.image_proj(pooled).float(), dim=-1))
         self.train(was_training)
-        return F.normalize(self.image_proj(pooled), dim=-1)
+        return torch.cat(chunks) if chunks else torch.zeros(0, self.cfg.embed_dim, device=self.device)
 
     @torch.no_grad()
     def encode_text(self, texts: list[str], batch_size: int = 256) -> torch.Tensor:
         """texts: M strings -> [M, E] unit vectors."""
+        if isinstance(texts, str):
+            texts = [texts]
         was_training = self.training
         self.eval()
         chunks = []
@@ -141,9 +202,53 @@ class MedFLIP(nn.Module):
         return torch.cat(chunks) if chunks else torch.zeros(0, self.cfg.embed_dim, device=self.device)
 
     @torch.no_grad()
-    def similarity(self, images: torch.Tensor, texts: list[str]) -> torch.Tensor:
-        """Cosine similarity [N, M] between images [N, C, H, W] and texts (no temperature applied)."""
+    def similarity(self, images, texts: list[str]) -> torch.Tensor:
+        """Cosine similarity [N, M] between images (tensor or files) and texts (no temperature applied)."""
         return self.encode_image(images) @ self.encode_text(texts).t()
+
+    @torch.no_grad()
+    def class_embeddings(self, prompts: dict[str, list[str]]) -> torch.Tensor:
+        """CLIP prompt ensembling: per class the normalised mean of its normalised prompt embeddings [C, E]."""
+        return torch.stack(
+            [F.normalize(self.encode_text(list(p)).float().mean(0), dim=-1) for p in prompts.values()]
+        )
+
+    @torch.no_grad()
+    def predict(
+        self,
+        images: torch.Tensor | list[ImageLike],
+        classes: list[str] | None = None,
+        prompts: dict[str, list[str]] | None = None,
+        batch_size: int = 64,
+        precision: str = "fp32",
+    ) -> Prediction:
+        """Zero-shot class probabilities, no labels needed.
+
+        images: files / PIL images / arrays (preprocessed with `self.preprocess`) or a normalised tensor.
+        prompts: {class: [prompt, ...]} (e.g. from medflip.evaluate.prompts.load_prompts); or classes: names
+        turned into prompts by `self.prompt_factory` (the curated sets when loaded with `medflip.load`).
+        Returns a `Prediction` (probs [N, C] = softmax(logit_scale * image . class embedding)).
+        """
+        if prompts is None:
+            if not classes:
+                raise UserError("predict needs classes=[...] or prompts={class: [prompts]}")
+            if self.prompt_factory is not None:
+                prompts = self.prompt_factory(list(classes))
+            else:  # no curated prompt sets wired in: the class name itself is the prompt
+                prompts = {c: [c.lower()] for c in classes}
+        elif classes is not None:
+            missing = [c for c in classes if c not in prompts]
+            if missing:
+                raise UserError(f"no prompts for class(es) {missing}; prompts cover {list(prompts)}")
+            prompts = {c: prompts[c] for c in classes}
+        empty = [c for c, p in prompts.items() if not p]
+        if empty:
+            raise UserError(f"class(es) {empty} have no prompts")
+        img = self.encode_image(images, batch_size=batch_size, precision=precision).float()
+        cls = self.class_embeddings(prompts).to(img.device)
+        scale = self.logit_scale.detach().clamp(max=MAX_LOGIT_SCALE).exp().float()
+        probs = (scale * img @ cls.t()).softmax(-1).cpu()
+        return Prediction(classes=list(prompts), probs=probs)
 
     # ---- checkpoints -------------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path) -> Path:
@@ -154,7 +259,12 @@ class MedFLIP(nn.Module):
         directory.mkdir(parents=True, exist_ok=True)
         cfg = dataclasses.asdict(self.cfg)
         cfg["vision"]["checkpoint"] = ""  # the weights are in model.safetensors now
-        meta = {"architecture": "MedFLIP", "medflip_version": __version__, "config": cfg}
+        meta = {
+            "architecture": "MedFLIP",
+            "medflip_version": __version__,
+            "config": cfg,
+            "preprocess": self.preprocess_cfg.to_dict(),
+        }
         (directory / CONFIG_NAME).write_text(json.dumps(meta, indent=2))
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         save_file(state, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
@@ -183,7 +293,17 @@ class MedFLIP(nn.Module):
             raise UserError(
                 f"{directory}: weights do not fit the config (missing {missing[:5]}, unexpected {unexpected[:5]})"
             )
+        # models saved before the preprocessing record: the cache size is unknown, the model size is used
+        model.preprocess_cfg = PreprocessConfig.from_dict(meta.get("preprocess"))
         return model.to(map_location)
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision not in ("fp32", "bf16", "auto"):
+        raise UserError(f"precision must be fp32, bf16 or auto, got {precision!r}")
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def read_model_config(directory: Path) -> dict:

@@ -128,6 +128,76 @@ def build_batches(cfg, device):
     )
 
 
+def cache_meta(cache_dir: str) -> dict:
+    """The cache's meta.json (size, resize policy, manifest sha256, split counts)."""
+    import json
+
+    path = Path(cache_dir) / "meta.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"{cache_dir} is not a medflip image cache ({path}: {e})") from e
+
+
+def cache_preprocessing(cache_dir: str):
+    """How the training images were prepared (cache size + resize policy), for the model's config.json."""
+    from medflip.model.preprocess import PreprocessConfig
+
+    meta = cache_meta(cache_dir)
+    return PreprocessConfig(
+        cache_size=int(meta["size"]), resize=str(meta.get("resize", "fit-longer-side-pad-black"))
+    )
+
+
+def build_validator(cfg, device):
+    """`--train.eval_every N`: a callable(model) -> zero-shot {accuracy, macro_f1, auroc} on the validation
+    split, for the loop to call on rank 0. Built here (the command layer) so the loop needs no evaluation
+    code; the split, task and prompts are checked now, before any training step."""
+    tc = cfg.train
+    if tc.eval_every <= 0:
+        return None
+    import numpy as np
+    import torch
+
+    from medflip.data.cache import open_cache
+    from medflip.evaluate.metrics import classification_metrics
+    from medflip.evaluate.prompts import binary_prompts, chexpert_prompts, load_prompts
+    from medflip.evaluate.supervised import IndexedImages
+    from medflip.evaluate.tasks import resolve_task
+    from medflip.evaluate.zeroshot import class_embeddings, encode_images
+
+    cache_dir = tc.eval_cache or cfg.data.cache
+    if not cache_dir:
+        raise UserError("--train.eval_every needs --train.eval_cache (or --data.cache)")
+    if cache_dir == cfg.data.cache and tc.eval_split == cfg.data.split:
+        raise UserError(
+            f"--train.eval_split {tc.eval_split!r} is the training split of {cache_dir}: "
+            "validation would score training images; pass another --train.eval_split or --train.eval_cache"
+        )
+    cache = open_cache(cache_dir, tc.eval_split)
+    if tc.eval_task not in ("chexpert5", "binary"):
+        raise UserError(f"--train.eval_task must be chexpert5 or binary, got {tc.eval_task!r}")
+    print(f"validation every {tc.eval_every} steps on {cache_dir} [{tc.eval_split}]:")
+    names, y, keep = resolve_task(cache.rows, tc.eval_task, tc.eval_positive or None)
+    if tc.eval_prompts:
+        prompts = load_prompts(tc.eval_prompts, names)
+    elif tc.eval_task == "chexpert5":
+        prompts = chexpert_prompts(names, n_per_class=10, seed=0)
+    else:
+        prompts = binary_prompts(tc.eval_positive)
+    images = IndexedImages(cache.images, keep)
+
+    def validate(model) -> dict[str, float]:
+        with torch.no_grad():
+            emb = encode_images(model, images, precision=tc.precision)
+            cls = class_embeddings(model, prompts)
+            scale = model.logit_scale.detach().clamp(max=np.log(100)).exp().cpu().float()
+            probs = (scale * emb @ cls.t()).softmax(-1).numpy()
+        return classification_metrics(y, probs)
+
+    return validate
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     from medflip.config import add_config_flags
     from medflip.train.config import PretrainConfig
@@ -172,8 +242,28 @@ def _main(args: argparse.Namespace) -> int:
     batches = build_batches(cfg, device)
     torch.manual_seed(cfg.train.seed)
     model = MedFLIP(cfg.model)
+    model.preprocess_cfg = cache_preprocessing(cfg.data.cache)  # saved in config.json: medflip.load replays it
+    validate = build_validator(cfg, device)
     run = pretrain(
-        model, batches, cfg, resume=args.resume, progress=not args.no_progress, overwrite=args.overwrite
+        model,
+        batches,
+        cfg,
+        resume=args.resume,
+        progress=not args.no_progress,
+        validate=validate,
+        overwrite=args.overwrite,
     )
+    if (run / "model" / "config.json").is_file():
+        from medflip.train.card import write_model_card
+
+        meta = cache_meta(cfg.data.cache)
+        data = {
+            "cache": cfg.data.cache,
+            "split": cfg.data.split,
+            "images": meta.get("splits", {}).get(cfg.data.split, "?"),
+            "manifest_sha256": meta.get("manifest_sha256", "unknown"),
+            "texts": cfg.data.texts,
+        }
+        write_model_card(run / "model", cfg, run, data)
     print(f"done: {run / 'model'} (log: {run / 'log.csv'}, checkpoints: {run / 'checkpoints'})")
     return 0

@@ -45,15 +45,28 @@ class TrainConfig:
     steps: int = 1000
     mask_ratio: float = 0.5  # FLIP image masking (0: the MedCLIP setting)
     unmasked_steps: int = 0  # FLIP "unmasked tuning": the last N steps run with mask_ratio 0
+    # the same by time: once this fraction of time_budget_min is left, steps run unmasked (equal-budget studies)
+    unmasked_fraction: float = 0.0
     text_mask_ratio: float = 0.0  # MLM-style text masking for the "text mask" ablation
     log_every: int = 10
     ckpt_every: int = 500
     keep_checkpoints: int = 0  # 0 keeps all (time-efficiency evaluation reads them)
     time_budget_min: float = 0.0  # stop (and checkpoint) after this much training wall-clock; 0 = no limit
+    # wall: elapsed wall-clock | cpu: this process's CPU time (fair equal budgets for one-thread runs on a shared
+    # machine: other users' load does not shrink a run's budget)
+    budget_clock: str = "wall"
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 elsewhere) | bf16 | fp32
     seed: int = 0
     out: str = "runs/pretrain"
+    # Validation during training (rank 0; its time is not counted in elapsed_s / time_budget_min):
+    # zero-shot metrics every N steps (and at the end) on eval_cache [eval_split], logged beside the loss.
+    eval_every: int = 0  # 0: off
+    eval_cache: str = ""  # cache with the validation split (default: data.cache)
+    eval_split: str = "val"
+    eval_task: str = "chexpert5"  # chexpert5 | binary (with eval_positive)
+    eval_positive: str = ""  # positive class of a binary validation task (e.g. Pneumonia)
+    eval_prompts: str = ""  # JSON/YAML prompt file (class -> prompts); default: the built-in sets
 
 
 @dataclass

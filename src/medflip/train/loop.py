@@ -35,6 +35,9 @@ LOG_COLUMNS = [
     "mlm",
     "logit_scale",
     "pairs_per_s",
+    "val_accuracy",  # validation during training (train.eval_every): blank on other steps
+    "val_macro_f1",
+    "val_auroc",
 ]
 
 
@@ -196,7 +199,8 @@ class MetricLog:
         if self.tb is not None:
             for k, v in row.items():
                 if k != "step" and v != "":
-                    self.tb.add_scalar(f"train/{k}", float(v), int(row["step"]))
+                    tag = f"val/{k[4:]}" if k.startswith("val_") else f"train/{k}"
+                    self.tb.add_scalar(tag, float(v), int(row["step"]))
 
 
 def pretrain(
@@ -206,11 +210,14 @@ def pretrain(
     resume: bool | str | Path = False,
     progress: bool = True,
     overwrite: bool = False,
+    validate=None,
 ) -> Path:
     """Train `model` for cfg.train.steps on `batches`; returns the run folder (final model in run/model).
 
     resume: True (the latest checkpoint of cfg.train.out) or a checkpoint path; overwrite: replace an
     earlier run's outputs in the folder (see medflip.train.rundir).
+    validate: optional callable(model) -> {metric: value}, run on rank 0 every cfg.train.eval_every steps
+    and at the end, outside the timed step (built by the command layer, e.g. zero-shot on a val split).
     """
     from tqdm.auto import tqdm
 
@@ -256,11 +263,15 @@ def pretrain(
                 run_dir, step, model, optimizer, scheduler, state, tc.keep_checkpoints
             )
 
+    if tc.budget_clock not in ("wall", "cpu"):
+        raise UserError(f"train.budget_clock must be wall or cpu, got {tc.budget_clock!r}")
+    clock = time.process_time if tc.budget_clock == "cpu" else time.perf_counter
+    unmask_after_s = (1 - tc.unmasked_fraction) * budget_s if tc.unmasked_fraction > 0 else math.inf
     bar = tqdm(total=tc.steps, initial=start, disable=not progress or rank != 0, desc="pretrain", unit="step")
     pairs_per_s = 0.0
     for step in range(start, tc.steps):
-        t0 = time.perf_counter()
-        masked = step < tc.steps - tc.unmasked_steps
+        t0 = clock()
+        masked = step < tc.steps - tc.unmasked_steps and elapsed < unmask_after_s
         batch = batches.batch(step)
         terms = train_step_losses(ddp_model, batch, cfg, tc.mask_ratio if masked else 0.0, step)
         loss = terms["loss"]
@@ -279,14 +290,20 @@ def pretrain(
         scheduler.step()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        dt = time.perf_counter() - t0
+        dt = clock() - t0
         elapsed += dt
         rate = batches.batch_size * world / dt
         pairs_per_s = rate if step == start else 0.9 * pairs_per_s + 0.1 * rate
         done = step + 1
         bar.update(1)
-        if done % tc.log_every == 0 or done == tc.steps:
+        over_budget = budget_s > 0 and elapsed >= budget_s
+        val = {}
+        if validate is not None and tc.eval_every > 0 and rank == 0:
+            if done % tc.eval_every == 0 or done == tc.steps or over_budget:
+                val = {f"val_{k}": round(float(v), 5) for k, v in validate(model).items()}
+        if done % tc.log_every == 0 or done == tc.steps or val:
             row = {k: round(float(v.detach()), 5) for k, v in terms.items()}
+            row.update(val)
             row.update(
                 step=done,
                 epoch=batches.epoch_of(step),
@@ -297,7 +314,6 @@ def pretrain(
             bar.set_postfix(loss=f"{row['loss']:.3f}", pairs_s=f"{pairs_per_s:.1f}")
             if log is not None:
                 log.write(row)
-        over_budget = budget_s > 0 and elapsed >= budget_s
         if done % tc.ckpt_every == 0 or done == tc.steps or over_budget:
             checkpoint(done)
         if over_budget:

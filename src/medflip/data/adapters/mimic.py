@@ -12,7 +12,9 @@ distributed ``mimic-cxr-reports.zip`` (read in place; found automatically in ROO
   columns); a report with neither falls back to its last paragraph (as the MIMIC-CXR section parser
   does). A study whose report is missing or empty is a bad row; when no report is found at all (the user
   has only MIMIC-CXR-JPG), ``report`` stays blank for every row and a note is printed.
-- Split from -split.csv ("validate" -> "val"); view = ViewPosition; patient = subject_id.
+- Split from -split.csv ("validate" -> "val"); view = ViewPosition (from -metadata.csv); patient =
+  subject_id. ``--frontal-only`` keeps PA and AP views (applied by ``medflip data import``, which counts
+  what it drops).
 """
 
 from __future__ import annotations

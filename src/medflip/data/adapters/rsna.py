@@ -10,6 +10,9 @@ both Pneumonia = 1 and Lung Opacity = 1. Classes: "Pneumonia" (Target 1), "Norma
 Lung Opacity = 0, No Finding = 0). Without the detailed-class file, Target 0 becomes "No Pneumonia"
 (Pneumonia = 0, Lung Opacity = 0), since normal and not-normal cannot be told apart.
 
+Split: the labels cover only the challenge's training images, so the adapter assigns a seeded,
+patient-disjoint train/val/test split (``--fractions``, default 0.7,0.15,0.15; ``--seed``).
+
 ``--balanced`` (default on; the MedCLIP protocol) keeps pneumonia vs normal only, the same number of each
 (``--per-class N``, default: the smaller class), drawn with ``--seed``. The view (AP/PA) is read from
 torchxrayvision's bundled DICOM header table when it knows the image, otherwise from the DICOM header.
@@ -104,7 +107,24 @@ def run(ctx: ImportContext) -> pd.DataFrame:
         out = balance(
             out, "No Pneumonia" if detail is None else "Normal", ctx.opt("per_class"), ctx.opt("seed", 0)
         )
-    return out
+    return assign_split(out, ctx.opt("fractions", DEFAULT_FRACTIONS), int(ctx.opt("seed", 0)))
+
+
+DEFAULT_FRACTIONS = "0.7,0.15,0.15"
+
+
+def assign_split(df: pd.DataFrame, fractions: str, seed: int) -> pd.DataFrame:
+    """The challenge's labels cover only its training set, so there is no official split: assign a seeded,
+    patient-disjoint train/val/test split here (`--fractions`, `--seed`) so that `eval probe` / `finetune`
+    (train on train, score on test) work on the manifest as imported. `medflip data split --overwrite`
+    can still replace it."""
+    from medflip.data.splits import patient_split
+
+    try:
+        fr = [float(x) for x in str(fractions).split(",")]
+    except ValueError as e:
+        raise UserError(f"--fractions must be numbers like 0.7,0.15,0.15, got {fractions!r}") from e
+    return patient_split(df, fr, seed=seed)
 
 
 def balance(df: pd.DataFrame, negative: str, per_class: int | None, seed: int) -> pd.DataFrame:
