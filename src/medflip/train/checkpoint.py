@@ -115,6 +115,7 @@ def save_checkpoint(
     tmp = ckpt_root / f".tmp_step_{step:08d}"
     for stale in ckpt_root.glob(".tmp_step_*"):  # left by a crash: never complete, never read
         shutil.rmtree(stale, ignore_errors=True)
+    renamed = False
     try:
         model.save_pretrained(tmp)
         tensors: dict[str, torch.Tensor] = {}
@@ -136,10 +137,13 @@ def save_checkpoint(
         if final.exists():  # the same step written by an abandoned continuation of this run
             shutil.rmtree(final)
         os.replace(tmp, final)
+        renamed = True
         _fsync_dir(ckpt_root)
         write_text_atomic(ckpt_root / "latest", final.name)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if renamed:  # complete but not named by `latest`: remove it, so the run's history stays linear
+            shutil.rmtree(final, ignore_errors=True)
         prev = latest_checkpoint(run_dir)
         raise CheckpointError(
             f"cannot write checkpoint step {step} to {ckpt_root}: {e.strerror or e}; nothing half-written "

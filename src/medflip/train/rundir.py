@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import json
 import os
@@ -92,6 +93,7 @@ class RunLock:
         for _ in range(3):
             if self._try_create():
                 self.held = True
+                atexit.register(self.release)  # a run that ends by an exception leaves no lock behind
                 return
             try:
                 holder = json.loads(self.path.read_text())
