@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from medflip.data.phantom import render_phantoms
+from medflip.demo.phantom import render_phantoms
 from medflip.observations import NUM_OBSERVATIONS, OBSERVATIONS
 
 

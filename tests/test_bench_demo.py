@@ -33,7 +33,7 @@ def test_demo_smoke(tmp_path):
     from medflip.cli import main
 
     out, js = tmp_path / "run", tmp_path / "m.json"
-    args = ["--steps", "3", "--batch-size", "8", "--images-per-class", "8", "--test-per-class", "2"]
+    args = ["--steps", "3", "--batch_size", "8", "--images_per_class", "8", "--test_per_class", "2"]
     assert main(["demo", *args, "--out", str(out), "--json", str(js), "--no-progress"]) == 0
     saved = json.loads((out / "metrics.json").read_text())
     assert json.loads(js.read_text()) == saved
@@ -43,3 +43,9 @@ def test_demo_smoke(tmp_path):
     assert saved["train"]["steps"] == 3
     for name in ("loss.png", "zero_shot_confusion.png", "model/model.safetensors", "log.csv"):
         assert (out / name).is_file(), name
+    # one grounding figure per class, scored against where each phantom drew its finding
+    assert len(list(out.glob("grounding_*.png"))) == 5
+    g = saved["grounding"]
+    assert sum(g[c]["n"] for c in g if c != "all") == g["all"]["n"] == 10
+    assert all(0 <= g[c]["pointing_game"] <= 1 for c in g)
+    assert saved["train"]["precision"] in ("bf16", "fp32")

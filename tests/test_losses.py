@@ -1,4 +1,4 @@
-"""Losses against independent reference computations (SPEC §3)."""
+"""Losses against independent reference computations (docs/method.md, "Losses")."""
 
 import math
 
@@ -71,7 +71,7 @@ def test_negative_suppression_matches_formula():
 
 
 def test_negative_suppression_pushes_negatives_apart():
-    # The sign is corrected (SPEC §7.1): raising a dissimilar pair's logit must raise the loss.
+    # The sign is corrected (docs/method.md, deviation 1): raising a dissimilar pair's logit must raise the loss.
     s = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     low = negative_suppression_loss(torch.tensor([[5.0, 0.0], [0.0, 5.0]]), s)
     high = negative_suppression_loss(torch.tensor([[5.0, 4.0], [0.0, 5.0]]), s)

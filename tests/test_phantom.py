@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medflip.data.phantom import render_phantom, render_phantoms
+from medflip.demo.phantom import render_phantom, render_phantoms
 from medflip.observations import NUM_OBSERVATIONS, OBSERVATIONS
 
 S = 96
@@ -159,3 +159,33 @@ def test_consolidation_is_a_dense_opacity_and_its_parent_labels_add_nothing():
         )
         assert np.array_equal(both, b)
     assert np.median(gains) > 25, gains
+
+
+DRAWN = [n for n in OBSERVATIONS if n not in ("No Finding", "Support Devices")]
+
+
+def test_masks_change_no_pixel_and_mark_where_the_finding_changed_the_image():
+    """A finding's mask must cover where the image differs from the same patient without it: the mean
+    |difference| inside the mask is several times the mean outside (paired renders, same rng state)."""
+    for name in DRAWN:
+        base, find = _labels("No Finding"), _labels(name)
+        ratios = []
+        for i in range(6):
+            masks: dict = {}
+            b = render_phantom(find, np.random.default_rng([3, i]), S, masks=masks)
+            np.testing.assert_array_equal(b, render_phantom(find, np.random.default_rng([3, i]), S))
+            assert set(masks) == {name}, (name, set(masks))
+            m = masks[name]
+            assert m.dtype == bool and m.shape == (S, S) and 0 < m.mean() < 0.5, name
+            a = render_phantom(base, np.random.default_rng([3, i]), S).astype(np.float32)
+            diff = np.abs(b.astype(np.float32) - a)
+            ratios.append(diff[m].mean() / max(diff[~m].mean(), 1e-3))
+        assert np.median(ratios) > 2.0, (name, np.round(ratios, 2))
+
+
+def test_render_phantoms_returns_one_mask_dict_per_image():
+    labels = np.stack([_labels("Cardiomegaly"), _labels("No Finding"), _labels("Edema", "Pleural Effusion")])
+    masks: list = []
+    imgs = render_phantoms(labels, seed=2, size=48, masks=masks)
+    np.testing.assert_array_equal(imgs, render_phantoms(labels, seed=2, size=48))
+    assert [sorted(m) for m in masks] == [["Cardiomegaly"], [], ["Edema", "Pleural Effusion"]]

@@ -14,12 +14,13 @@ import sys
 from medflip.errors import UserError
 
 COMMAND_MODULES = (
-    "medflip.demo",  # demo
+    "medflip.demo.cli",  # demo
     "medflip.train.cli",  # pretrain
     "medflip.evaluate.cli",  # eval zeroshot | retrieval | ...
     "medflip.bench",  # bench
     "medflip.labeler.cli",  # label, label-eval, label-bench
     "medflip.data.cli",  # data import | cache | split | bench
+    "medflip.serve.cli",  # serve, explain
     "medflip.inference",  # predict
     "medflip.study.cli",  # study run | report | status
 )

@@ -1,4 +1,5 @@
-"""Decoupled image and text streams (SPEC §1) and the batches the trainer consumes.
+"""Decoupled image and text streams (drawn independently, matched by their labels) and the batches the
+trainer consumes.
 
 MedCLIP's insight: images and texts need not be paired, because positives are defined by label
 similarity. So a batch is N images (from an image collection, with label vectors) and N texts (from a
@@ -70,6 +71,7 @@ class TextCorpus:
         drop_unlabeled: leave out sentences that mention none of the 14 observations ("Tortuous aorta.",
         "Pulmonary XXXX normal."). Their label vector is all zero, so their soft targets are uniform:
         they carry no signal and only dilute the batch. A report left with no sentence keeps its whole text.
+        Under uncertain="ignore" a sentence whose only findings are uncertain (NaN) counts as unlabeled too.
         """
         from medflip.labeler import label_report
 
@@ -79,7 +81,8 @@ class TextCorpus:
             kept = [
                 s
                 for s in result.sentences
-                if len(s.text.strip()) >= min_chars and (not drop_unlabeled or s.vector(uncertain).any())
+                if len(s.text.strip()) >= min_chars
+                and (not drop_unlabeled or np.nan_to_num(s.vector(uncertain)).any())
             ]
             if not kept:  # keep row alignment with the images: fall back to the whole report
                 sentences.append([text or ""])

@@ -1,4 +1,4 @@
-"""Data and time efficiency of pre-training (SPEC §5, paper Fig. 1): zero-shot accuracy against the number
+"""Data and time efficiency of pre-training (paper Fig. 1; docs/evaluation.md): zero-shot accuracy against the number
 of pre-training images and against training wall-clock, several runs (e.g. masked vs unmasked) per plot.
 
 Everything is read from run folders written by `medflip pretrain`::
@@ -280,7 +280,7 @@ def data_table(result: dict) -> str:
 def _series_plot(
     series: dict[str, tuple[list, list, list, list]], xlabel: str, title: str, out_png, logx=False
 ):
-    from medflip.evaluate.plots import plt  # pyplot with the Agg backend selected
+    from medflip.evaluate.plots import plt, save_figure  # pyplot with the Agg backend selected
 
     fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=120)
     for label, (x, y, lo, hi) in series.items():
@@ -298,10 +298,7 @@ def _series_plot(
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out_png)
-    plt.close(fig)
-    return Path(out_png)
+    return save_figure(fig, out_png)
 
 
 def plot_time(result: dict, out_png, title: str = "time efficiency") -> Path:

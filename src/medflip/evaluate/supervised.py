@@ -1,4 +1,4 @@
-"""Supervised evaluation of a pre-trained image encoder (SPEC §5): linear probe and full fine-tuning.
+"""Supervised evaluation of a pre-trained image encoder (docs/evaluation.md): linear probe and full fine-tuning.
 
 Both train on a class-stratified, seeded fraction of a labelled training split (1%, 10%, 100% by default)
 and are scored on another split with the same metrics as zero-shot (accuracy, macro-F1, AUROC, bootstrap
@@ -32,6 +32,7 @@ from torch import nn
 
 from medflip.data.augment import augment_batch, normalize
 from medflip.errors import UserError
+from medflip.evaluate.inference import map_images
 from medflip.evaluate.metrics import bootstrap_all, classification_metrics, confusion
 
 DEFAULT_FRACTIONS = (0.01, 0.1, 1.0)
@@ -98,12 +99,6 @@ def score(
 
 
 # ------------------------------------------------------------------------------------------ features
-def _batches(images, batch_size: int):
-    for i in range(0, len(images), batch_size):
-        yield torch.from_numpy(np.ascontiguousarray(images[i : i + batch_size])).unsqueeze(1)
-
-
-@torch.inference_mode()
 def extract_features(
     vision: nn.Module,
     images,
@@ -114,19 +109,18 @@ def extract_features(
     progress: bool = False,
 ) -> np.ndarray:
     """images: uint8 [N, H, W] (array, memory map or IndexedImages) -> float32 [N, D] pooled ViT features."""
-    from tqdm.auto import tqdm
-
-    from medflip.train.loop import autocast_context
-
     vision.eval()
-    out = []
-    n_batches = math.ceil(len(images) / batch_size)
-    for x in tqdm(_batches(images, batch_size), total=n_batches, disable=not progress, desc="features"):
-        with autocast_context(device, precision):
-            pooled, _, _ = vision(normalize(x.to(device), image_size))
-        out.append(pooled.float().cpu().numpy())
-    width = getattr(vision, "width", 0)
-    return np.concatenate(out) if out else np.zeros((0, width), np.float32)
+    return map_images(
+        lambda x: vision(x)[0],  # (pooled, tokens, ids) -> pooled
+        images,
+        image_size,
+        device,
+        getattr(vision, "width", 0),
+        batch_size=batch_size,
+        precision=precision,
+        progress=progress,
+        desc="features",
+    ).numpy()
 
 
 # ------------------------------------------------------------------------------------------ probe
@@ -277,7 +271,6 @@ def finetune(
     return clf, {"steps": steps, "final_loss": float(np.mean(tail)) if tail else float("nan")}
 
 
-@torch.inference_mode()
 def classifier_proba(
     clf: ImageClassifier,
     images,
@@ -286,15 +279,17 @@ def classifier_proba(
     batch_size: int = 64,
     precision: str = "auto",
 ) -> np.ndarray:
-    from medflip.train.loop import autocast_context
-
+    """Class probabilities [N, C] of a fine-tuned classifier on uint8 images [N, H, W]."""
     clf.eval()
-    out = []
-    for x in _batches(images, batch_size):
-        with autocast_context(device, precision):
-            logits = clf(normalize(x.to(device), image_size))
-        out.append(logits.float().softmax(-1).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, clf.head.out_features))
+    return map_images(
+        lambda x: clf(x).float().softmax(-1),
+        images,
+        image_size,
+        device,
+        clf.head.out_features,
+        batch_size=batch_size,
+        precision=precision,
+    ).numpy()
 
 
 # ------------------------------------------------------------------------------------------ driver
@@ -373,7 +368,7 @@ def run_supervised(
 
 def plot_fractions(result: dict, out_png, title: str = ""):
     """Accuracy, macro-F1 and AUROC (with 95% CI bars) against the training fraction, log x axis."""
-    from medflip.evaluate.plots import plt  # pyplot with the Agg backend selected
+    from medflip.evaluate.plots import plt, save_figure  # pyplot with the Agg backend selected
 
     rs = result["results"]
     x = [r["fraction"] * 100 for r in rs]
@@ -392,7 +387,4 @@ def plot_fractions(result: dict, out_png, title: str = ""):
     ax.set_title(title or result["mode"])
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out_png)
-    plt.close(fig)
-    return out_png
+    return save_figure(fig, out_png)

@@ -1,4 +1,4 @@
-"""MedFLIP losses (SPEC §3): semantic matching, negative suppression, SVD; optional MAE / MLM terms live
+"""MedFLIP losses (docs/method.md, "Losses"): semantic matching, negative suppression, SVD; optional MAE / MLM terms live
 with their heads in medflip.model and are weighted here."""
 
 from __future__ import annotations

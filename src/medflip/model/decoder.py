@@ -1,4 +1,4 @@
-"""Light MAE decoder for the optional image-reconstruction term (paper Eq. 9, SPEC §3).
+"""Light MAE decoder for the optional image-reconstruction term (paper Eq. 9; docs/method.md).
 
 Mask tokens fill the dropped positions, a few transformer blocks run over the full grid, and a
 linear layer predicts each patch's pixels. The loss is MSE on per-patch-normalised pixels, on the

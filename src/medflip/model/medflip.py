@@ -23,6 +23,7 @@ from torch import nn
 from medflip._version import __version__
 from medflip.errors import UserError
 from medflip.model.decoder import MAEDecoder
+from medflip.model.grounding import ground
 from medflip.model.preprocess import ImageLike, Preprocess, PreprocessConfig
 from medflip.model.text import MLMHead, TextConfig, TextEncoder, load_tokenizer
 from medflip.model.vision import MaskedViT, VisionConfig
@@ -205,6 +206,12 @@ class MedFLIP(nn.Module):
     def similarity(self, images, texts: list[str]) -> torch.Tensor:
         """Cosine similarity [N, M] between images (tensor or files) and texts (no temperature applied)."""
         return self.encode_image(images) @ self.encode_text(texts).t()
+
+    def grounding(self, image: torch.Tensor | ImageLike, text: str) -> torch.Tensor:
+        """Where `text` points in `image` (normalised [C, H, W], or a file / PIL / array): patch x word cosine
+        similarity of the unmasked image with the phrase's words, averaged over words -> [H_p, W_p]
+        (model/grounding.py; `ground` also returns the per-word maps and the image-text similarity)."""
+        return ground(self, image, text).map
 
     @torch.no_grad()
     def class_embeddings(self, prompts: dict[str, list[str]]) -> torch.Tensor:

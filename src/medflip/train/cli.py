@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from medflip.data.texts import load_text_reports  # noqa: F401  (re-exported: older imports)
 from medflip.errors import UserError
 
 DESCRIPTION = """Pre-train a MedFLIP model.
@@ -21,37 +22,6 @@ Examples:
   medflip pretrain --config my.yaml --train.mask_ratio 0.75
   medflip pretrain --config my.yaml --resume        # continue from the last checkpoint of train.out
 """
-
-
-def load_text_reports(source: str, text_column: str) -> list[str]:
-    """Report texts of a corpus: "iu" or a CSV / JSONL file with `text_column`."""
-    if source == "iu":
-        from medflip.data.iu_reports import load_iu_reports
-
-        return [r.text for r in load_iu_reports() if r.text]
-    import pandas as pd
-
-    path = Path(source)
-    if not path.is_file():
-        raise UserError(f"data.texts: {source!r} is neither 'paired', 'iu' nor an existing CSV/JSONL file")
-    try:
-        df = (
-            pd.read_json(path, lines=True)
-            if path.suffix in (".jsonl", ".json")
-            else pd.read_csv(path, dtype=str)
-        )
-    except ValueError as e:
-        raise UserError(f"cannot read text corpus {path}: {e}") from e
-    if text_column not in df.columns:
-        raise UserError(f"{path} has no column {text_column!r} (columns: {', '.join(map(str, df.columns))})")
-    texts = df[text_column].fillna("").astype(str).str.strip()
-    empty = int((texts == "").sum())
-    if empty:
-        print(f"text corpus {path}: skipped {empty} of {len(texts)} rows without text")
-    kept = texts[texts != ""].tolist()
-    if not kept:
-        raise UserError(f"text corpus {path} has no non-empty {text_column!r} values")
-    return kept
 
 
 def balance_text_corpus(
@@ -94,6 +64,10 @@ def build_batches(cfg, device):
     if not dc.cache:
         raise UserError("no images: pass --data.cache DIR (a folder written by `medflip data cache`)")
     cache = open_cache(dc.cache, dc.split)
+    if any(dc.eval_caches):  # leak check: evaluation images of training patients (medflip.data.overlap)
+        from medflip.data.overlap import warn_cache_overlap
+
+        warn_cache_overlap(cache.rows, f"{dc.cache} [{dc.split}]", [c for c in dc.eval_caches if c])
     if dc.fraction != 1.0:  # data-efficiency runs: a seeded random subset (images, rows, labels alike)
         from medflip.evaluate.efficiency import subset_cache
 

@@ -23,6 +23,8 @@ class DataConfig:
     balance_text: int = 0
     balance_classes: tuple[str, ...] = COMPETITION_TASKS  # observation names, comma-separated on the CLI
     batch_size: int = 32
+    # evaluation caches (comma-separated on the CLI): warn when they share patients with the training split
+    eval_caches: tuple[str, ...] = ()
     augment: bool = True
     augment_cfg: AugmentConfig = field(default_factory=AugmentConfig)
 

@@ -18,7 +18,9 @@ is built from analytic shapes on a coordinate grid (vectorised numpy, no per-pix
   solve the task from trivia; finding parameters (size, side, position) vary as well.
 
 Public API: :func:`render_phantom` (one image from a label vector) and :func:`render_phantoms`
-(a batch, deterministic per ``(seed, index)`` so results do not depend on batching).
+(a batch, deterministic per ``(seed, index)`` so results do not depend on batching). Both can also
+return *where* each finding was drawn (a boolean mask per finding): the ground truth that the
+grounding evaluation (medflip.demo.grounding) scores heatmaps against.
 """
 
 from __future__ import annotations
@@ -118,11 +120,16 @@ def _pick_noise(bank, rng) -> np.ndarray:
     return np.roll(f, tuple(rng.integers(0, f.shape[0], 2)), axis=(0, 1))
 
 
-def render_phantom(labels: np.ndarray, rng: np.random.Generator, size: int = 128) -> np.ndarray:
+def render_phantom(
+    labels: np.ndarray, rng: np.random.Generator, size: int = 128, masks: dict[str, np.ndarray] | None = None
+) -> np.ndarray:
     """Render one synthetic PA chest radiograph showing the positive observations in ``labels``.
 
     ``labels`` is a {0,1} vector over the 14 observations (OBSERVATIONS order); returns uint8
-    [size, size]. What each finding looks like (and why):
+    [size, size]. ``masks``: when a dict is given, it receives ``{finding: bool [size, size]}``, the
+    pixels where each drawn finding changes the image by at least half its strength (every positive
+    finding except Support Devices and No Finding). Asking for masks changes no pixel and no random draw.
+    What each finding looks like (and why):
 
     * Cardiomegaly: heart wider than ~58-68% of the thoracic width (normal 40-48%), the
       cardiothoracic ratio being the classic radiographic criterion.
@@ -150,6 +157,12 @@ def render_phantom(labels: np.ndarray, rng: np.random.Generator, size: int = 128
     * No Finding: normal anatomy only.
     """
     labels = np.asarray(labels, dtype=_F).reshape(-1)
+    drawn: dict[str, np.ndarray] = {}
+
+    def mark(name: str, weight: np.ndarray) -> None:  # where a finding is drawn (union over its parts)
+        m = np.asarray(weight) > 0.5
+        drawn[name] = drawn[name] | m if name in drawn else m
+
     if labels.shape[0] != NUM_OBSERVATIONS:
         raise ValueError(f"expected {NUM_OBSERVATIONS} labels, got {labels.shape[0]}")
     has = {name: bool(labels[i] > 0.5) for name, i in _IDX.items()}
@@ -197,6 +210,10 @@ def render_phantom(labels: np.ndarray, rng: np.random.Generator, size: int = 128
     medi = np.maximum(
         medi, _ellipse(x, y, shift + 0.9 * mw, -0.3, 0.07 * mw / 0.12, 0.06, edge)
     )  # aortic knob
+    if has["Enlarged Cardiomediastinum"]:
+        mark("Enlarged Cardiomediastinum", medi * _soft(hcy - hry - y, edge))  # above the heart
+    if has["Cardiomegaly"]:
+        mark("Cardiomegaly", heart)
     medi = np.maximum(medi, heart)
     abdomen = _soft(y - dome_f, edge)
     trachea = _soft(0.035 - np.abs(x - shift * 0.7), edge) * _soft(-0.3 - y, 0.05)
@@ -228,6 +245,7 @@ def render_phantom(labels: np.ndarray, rng: np.random.Generator, size: int = 128
         uk = (k - phase / (2 * np.pi)) * spacing
         side, xf = int(rng.choice([-1, 1])), u(0.28, 0.5)
         near = (np.abs(urib - uk + 0.6) < 0.5 * spacing) & (s_x := (side * x > 0))
+        mark("Fracture", near * (np.abs(ax_ - xf) < 0.06))
         step = u(0.03, 0.045) * (1 if rng.random() < 0.5 else -1)
         urib = np.where(near & (s_x * ax_ > xf), urib + step, urib)
         rib_gap = 1.0 - near * _soft(0.03 - np.abs(ax_ - xf), px)
@@ -257,6 +275,7 @@ def render_phantom(labels: np.ndarray, rng: np.random.Generator, size: int = 128
             top = domes[s] + u(-0.3, -0.12) - u(0.25, 0.45) * t**2  # concave meniscus, higher laterally
             fluid = _soft(y - top - 0.03, 0.07) * (s * x > 0)
             aer = aer * (1.0 - fluid)
+            mark("Pleural Effusion", fluid * lungs[s])
             extra = extra + 0.05 * fluid * _ellipse(x, y, cx, 0.45, rx, ry, edge)
     if has["Consolidation"] or has["Pneumonia"]:
         s = int(rng.choice([-1, 1]))
@@ -282,6 +301,9 @@ def render_phantom(labels: np.ndarray, rng: np.random.Generator, size: int = 128
         bronchi = np.clip(4.0 * bank["trees"][rng.integers(len(bank["trees"]))] - 3.0, 0, 1) * (rh < 0.45)
         frac = frac * (1.0 - 0.7 * bronchi)
         aer = aer * (1.0 - frac * (s * x > 0))
+        mark("Consolidation" if has["Consolidation"] else "Pneumonia", region * lungs[s])
+        if has["Consolidation"] and has["Pneumonia"]:
+            drawn["Pneumonia"] = drawn["Consolidation"]  # one lesion (see the Lung Opacity note below)
     # Lung Opacity is the parent of the airspace findings (CheXpert's label hierarchy): a report that names a
     # consolidation usually calls the same lesion an "opacity" too, and "consolidation, likely pneumonia" is
     # one lesion. So a separate opacity is drawn only when no child finding already explains it.
@@ -289,9 +311,11 @@ def render_phantom(labels: np.ndarray, rng: np.random.Generator, size: int = 128
         s = int(rng.choice([-1, 1]))
         blob = _ellipse(x, y, s * u(0.3, 0.6), u(-0.4, 0.25), u(0.15, 0.28), u(0.15, 0.3), 0.25)
         aer = aer * (1.0 - u(0.45, 0.65) * blob * _soft(_pick_noise(bank, rng) + 0.3, 1.4))
+        mark("Lung Opacity", blob * lung)
     if has["Edema"]:
         bat = np.exp(-(((ax_ - 0.22) / u(0.26, 0.34)) ** 2) - ((y - u(-0.02, 0.08)) / u(0.28, 0.36)) ** 2)
         aer = aer * (1.0 - u(0.55, 0.75) * bat)
+        mark("Edema", bat * lung)
         vessel_gain *= 0.6  # indistinct vessels
         period = u(0.055, 0.07)
         jag = 0.05 * _pick_noise(bank, rng)  # ragged line lengths
@@ -307,15 +331,18 @@ def render_phantom(labels: np.ndarray, rng: np.random.Generator, size: int = 128
             xa = cx - s * u(0.05, 0.12)
             plate = _segment(x, y, xa, yb, xa + s * u(0.25, 0.35), yb + u(-0.06, 0.06), u(0.025, 0.04), edge)
             aer = aer * (1.0 - 0.92 * plate)
+            mark("Atelectasis", plate * lungs[s])
         wedge = _soft(y - (domes[s] - u(0.12, 0.2) + 0.6 * np.abs(x - cx)), 0.04) * (
             s * x > 0
         )  # basal collapse
         aer = aer * (1.0 - 0.75 * wedge)
+        mark("Atelectasis", wedge * lungs[s])
     if has["Lung Lesion"]:
         s = int(rng.choice([-1, 1]))
         r = u(0.035, 0.09)
         nod = _ellipse(x, y, s * u(0.3, 0.62), u(-0.5, 0.2), r, r * u(0.85, 1.15), edge)
         aer = aer * (1.0 - 0.92 * nod)
+        mark("Lung Lesion", nod)
     if has["Pleural Other"]:
         s = int(rng.choice([-1, 1]))
         cx, rx, ry = lung_e[s]
@@ -329,6 +356,7 @@ def render_phantom(labels: np.ndarray, rng: np.random.Generator, size: int = 128
             * _soft(y0 + u(0.35, 0.6) - y, 0.05)
         )
         aer = aer * (1.0 - 0.95 * thick)
+        mark("Pleural Other", thick * lungs[s])
     ptx = 0.0
     line = 0.0
     if has["Pneumothorax"]:
@@ -339,6 +367,7 @@ def render_phantom(labels: np.ndarray, rng: np.random.Generator, size: int = 128
         ptx = _soft(inner - 1.0, 0.02) * lungs[s]  # pleural space beyond the collapsed lung
         line = 0.12 * _soft(0.012 - np.abs(inner - 1.0) * 0.25, 0.01) * lungs[s] * (y < dome_f - 0.05)
         aer = aer * (1.0 - 0.25 * (1.0 - ptx) * lungs[s])  # collapsed lung a little denser
+        mark("Pneumothorax", ptx)
 
     vessels = vessel_gain * (markings + hilum) * (1.0 - ptx)
     density = tissue + bones + extra + line + aer * (vessels - 0.42) - 0.08 * ptx * lung
@@ -371,17 +400,25 @@ def render_phantom(labels: np.ndarray, rng: np.random.Generator, size: int = 128
         np.roll(img, 1, 0) + np.roll(img, -1, 0) + np.roll(img, 1, 1) + np.roll(img, -1, 1)
     )
     img = img + noise_rng.standard_normal(img.shape, dtype=_F) * sigma
+    if masks is not None:
+        masks.update(drawn)
     return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
-def render_phantoms(label_matrix: np.ndarray, seed: int, size: int = 128, start: int = 0) -> np.ndarray:
+def render_phantoms(
+    label_matrix: np.ndarray, seed: int, size: int = 128, start: int = 0, masks: list | None = None
+) -> np.ndarray:
     """Render a batch: uint8 [N, size, size]. Row ``j`` is image ``start + j`` of the dataset and
     uses ``np.random.default_rng([seed, start + j])``, so every image is the same whatever batch
-    (or worker) renders it: ``render_phantoms(L[a:b], seed, start=a) == render_phantoms(L, seed)[a:b]``."""
+    (or worker) renders it: ``render_phantoms(L[a:b], seed, start=a) == render_phantoms(L, seed)[a:b]``.
+    ``masks``: when a list is given, one ``{finding: bool [size, size]}`` per image is appended to it."""
     label_matrix = np.asarray(label_matrix, dtype=_F)
     if label_matrix.ndim != 2 or label_matrix.shape[1] != NUM_OBSERVATIONS:
         raise ValueError(f"expected label matrix [N, {NUM_OBSERVATIONS}], got {label_matrix.shape}")
     out = np.empty((label_matrix.shape[0], size, size), dtype=np.uint8)
     for i, row in enumerate(label_matrix):
-        out[i] = render_phantom(row, np.random.default_rng([seed, start + i]), size)
+        m: dict[str, np.ndarray] | None = {} if masks is not None else None
+        out[i] = render_phantom(row, np.random.default_rng([seed, start + i]), size, masks=m)
+        if masks is not None:
+            masks.append(m)
     return out
