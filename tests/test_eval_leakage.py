@@ -53,7 +53,7 @@ def test_overlap_counts_patients_and_images(capsys):
 
 
 def test_pretrain_warns_on_an_evaluation_cache_with_training_patients(tmp_path, capsys):
-    from medflip.train.cli import build_batches
+    from medflip.data.sources import build_batches
     from medflip.train.config import PretrainConfig
 
     y = np.arange(6) % 5

@@ -110,3 +110,23 @@ def test_labeler_sentences_carry_nan_under_ignore_only():
     # the sentence whose only finding is uncertain is unlabeled under ignore (dropped) as under negative
     assert ign.sentences[0] == neg.sentences[0] == ["Mild cardiomegaly."]
     assert pos.sentences[0] == ["Possible left lower lobe pneumonia.", "Mild cardiomegaly."]
+
+
+def test_pretraining_runs_with_uncertain_dimensions_masked(tmp_path, one_thread):
+    """NaN (ignored) labels go through batching, the objective and the optimizer: finite losses, a model."""
+    import csv
+
+    from medflip.model.medflip import MedFLIP
+    from medflip.train.loop import pretrain
+    from test_train import make_batches, tiny_config, tiny_data
+
+    cfg = tiny_config(tmp_path / "run", steps=2)
+    cfg.loss.uncertain = "ignore"
+    images, labels, corpus = tiny_data()
+    labels[::2, OBSERVATIONS.index("Edema")] = np.nan  # uncertain on half the images
+    for s in corpus.sentence_labels[1::2]:
+        s[:, OBSERVATIONS.index("Edema")] = np.nan  # and on half the texts
+    run = pretrain(MedFLIP(cfg.model), make_batches(cfg, (images, labels, corpus)), cfg, progress=False)
+    rows = list(csv.DictReader((run / "log.csv").open()))
+    assert len(rows) == 2 and all(np.isfinite(float(r["loss"])) for r in rows)
+    assert (run / "model" / "config.json").is_file()

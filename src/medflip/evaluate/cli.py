@@ -79,7 +79,7 @@ def _prompts(args, names: list[str]) -> dict[str, list[str]]:
 
 
 def _device(args):
-    from medflip.train.loop import resolve_device
+    from medflip.runtime import resolve_device
 
     return resolve_device(args.device)
 

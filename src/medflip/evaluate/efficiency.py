@@ -25,37 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
+from medflip.data.views import IndexedImages, subset_cache, subset_cache_indices
 from medflip.errors import UserError
-from medflip.evaluate.supervised import IndexedImages
 
 __all__ = ["IndexedImages", "subset_cache", "subset_cache_indices"]
-
-
-def subset_cache_indices(n_images: int, fraction: float, seed: int = 0) -> np.ndarray:
-    """Sorted indices of a seeded random `fraction` of a cache split's n_images (at least one image).
-
-    Nested: for one seed the 10% subset is inside the 25% subset, which is inside 50% and 100%.
-    """
-    if not 0 < fraction <= 1:
-        raise UserError(f"data.fraction must be in (0, 1], got {fraction}")
-    if n_images <= 0:
-        return np.zeros(0, np.int64)
-    k = max(1, int(round(fraction * n_images)))
-    if k >= n_images:
-        return np.arange(n_images, dtype=np.int64)
-    return np.sort(np.random.default_rng(seed).permutation(n_images)[:k]).astype(np.int64)
-
-
-def subset_cache(cache, fraction: float, seed: int = 0):
-    """The seeded `fraction` of an ImageCache split (images read lazily, rows and labels subset alike),
-    for data-efficiency pre-training (`medflip pretrain --data.fraction F`). fraction 1: the cache itself."""
-    from medflip.data.cache import ImageCache
-
-    idx = subset_cache_indices(len(cache), fraction, seed)
-    if len(idx) == len(cache):
-        return cache
-    rows = cache.rows.iloc[idx].reset_index(drop=True)
-    return ImageCache(images=IndexedImages(cache.images, idx), rows=rows, size=cache.size, split=cache.split)
 
 
 @dataclass

@@ -35,7 +35,7 @@ def map_images(
     """
     from tqdm.auto import tqdm
 
-    from medflip.train.loop import autocast_context
+    from medflip.runtime import autocast_context
 
     device = torch.device(device)
     out = []

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medflip.data.augment import augment_batch, normalize
+from medflip.data.views import IndexedImages  # noqa: F401 - re-exported: its old home
 from medflip.errors import UserError
 from medflip.evaluate.inference import map_images
 from medflip.evaluate.metrics import bootstrap_all, classification_metrics, confusion
@@ -38,29 +39,6 @@ from medflip.evaluate.metrics import bootstrap_all, classification_metrics, conf
 DEFAULT_FRACTIONS = (0.01, 0.1, 1.0)
 PROBE_C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0)
 PROBE_CV_MAX = 4096
-
-
-class IndexedImages:
-    """A row subset of an image array / memory map without copying it: `view[i:j]` and `view[idx]` read
-    only the rows asked for (in sorted order, which is what a memory map reads fastest)."""
-
-    def __init__(self, images: np.ndarray, index: np.ndarray):
-        self.images = images
-        self.index = np.asarray(index, dtype=np.int64)
-        self.shape = (len(self.index), *images.shape[1:])
-        self.dtype = images.dtype
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def __getitem__(self, key) -> np.ndarray:
-        rows = self.index[key]
-        if np.ndim(rows) == 0:
-            return np.asarray(self.images[int(rows)])
-        order = np.argsort(rows, kind="stable")
-        out = np.empty((len(rows), *self.images.shape[1:]), dtype=self.images.dtype)
-        out[order] = self.images[rows[order]]
-        return out
 
 
 def stratified_subset(y: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
@@ -196,22 +174,13 @@ class ImageClassifier(nn.Module):
 
 
 def _optimizer(clf: ImageClassifier, cfg: FinetuneConfig) -> torch.optim.AdamW:
-    no_decay = ("pos_embed", "cls_token")
-    groups: dict[tuple[bool, bool], list] = {}
-    for name, p in clf.named_parameters():
-        is_head = name.startswith("head.")
-        decay = p.ndim >= 2 and not any(k in name for k in no_decay)
-        groups.setdefault((is_head, decay), []).append(p)
-    return torch.optim.AdamW(
-        [
-            {
-                "params": ps,
-                "lr": cfg.head_lr if head else cfg.lr,
-                "weight_decay": cfg.weight_decay if decay else 0.0,
-            }
-            for (head, decay), ps in sorted(groups.items())
-        ]
-    )
+    from medflip.runtime import adamw_param_groups
+
+    def lr_of(name: str) -> float:
+        return cfg.head_lr if name.startswith("head.") else cfg.lr
+
+    groups = adamw_param_groups(clf.named_parameters(), lr_of, cfg.weight_decay, ("pos_embed", "cls_token"))
+    return torch.optim.AdamW(groups)
 
 
 def finetune(
@@ -231,7 +200,7 @@ def finetune(
     """
     from tqdm.auto import tqdm
 
-    from medflip.train.loop import autocast_context, warmup_cosine
+    from medflip.runtime import autocast_context, warmup_cosine
 
     cfg = cfg or FinetuneConfig()
     torch.manual_seed(cfg.seed)
