@@ -33,9 +33,9 @@ WRAPPER = textwrap.dedent(
 
     real_batch = streams.DecoupledBatches.batch
 
-    def batch(self, step):
+    def batch(self, step, *args, **kwargs):
         print(f"STEP {step}", flush=True)
-        return real_batch(self, step)
+        return real_batch(self, step, *args, **kwargs)
 
     streams.DecoupledBatches.batch = batch
     pause = int(os.environ.get("PAUSE_IN_CKPT", "-1"))
