@@ -182,3 +182,13 @@ def test_label_bench_runs(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Captur
     monkeypatch.setattr(bench, "_texts", lambda: ["Mild cardiomegaly. No effusion."] * 50)
     assert main(["label-bench", "--reports", "200"]) == 0
     assert "reports/s" in capsys.readouterr().out
+
+
+def test_worst_case_scan_lists_the_slowest_phrases() -> None:
+    from medflip.labeler.bench import format_worst_case, worst_case
+
+    rows = worst_case(size=300, top=4, separators=(", ",))
+    assert len(rows) == 4
+    slowest = [max(r["detail_ms"], r["fast_ms"]) for r in rows]
+    assert slowest == sorted(slowest, reverse=True)
+    assert "slowest 4" in format_worst_case(rows, 300)

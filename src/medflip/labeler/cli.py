@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 
@@ -77,6 +78,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--reports", type=int, default=50_000, help="reports to label (IU even-id texts, repeated)"
     )
     b.add_argument("--core", type=int, default=None, help="pin the process to this CPU core (Linux)")
+    b.add_argument(
+        "--worst-case",
+        action="store_true",
+        help="instead: time every rule phrase repeated to 100 kB (catastrophic backtracking / quadratic scans "
+        "would show here) and list the slowest (takes a few minutes)",
+    )
     b.set_defaults(func=run_label_bench)
 
 
@@ -153,7 +160,12 @@ def run_label_eval(args: argparse.Namespace) -> int:
 
 
 def run_label_bench(args: argparse.Namespace) -> int:
-    from medflip.labeler.bench import benchmark, format_benchmark
+    from medflip.labeler.bench import benchmark, format_benchmark, format_worst_case, worst_case
 
+    if args.core is not None and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {args.core})
+    if args.worst_case:
+        print(format_worst_case(worst_case()))
+        return 0
     print(format_benchmark(benchmark(args.reports, core=args.core)))
     return 0
