@@ -44,3 +44,67 @@ def test_flags_from_dataclass():
     args = parser.parse_args(["--train.steps", "5", "--model.vision.size", "base", "--loss.lambda_neg", "0"])
     cfg = config_from_args(PretrainConfig, args)
     assert cfg.train.steps == 5 and cfg.model.vision.size == "base" and cfg.loss.lambda_neg == 0.0
+
+
+def test_resolved_config_builds_the_heads_its_losses_need():
+    cfg = PretrainConfig()
+    cfg.loss.recon_weight = 0.5
+    cfg.train.text_mask_ratio = 0.15
+    cfg.loss.mlm_weight = 1.0
+    r = cfg.resolved()
+    assert r.model.reconstruction_decoder and r.model.mlm_head
+    assert not cfg.model.reconstruction_decoder  # a copy: the caller's config is untouched
+    assert r.resolved() == r  # idempotent
+    plain = PretrainConfig().resolved()
+    assert not plain.model.reconstruction_decoder and not plain.model.mlm_head
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"loss.recon_weight": 1.0, "train.mask_ratio": 0.0}, "mask_ratio"),
+        ({"loss.mlm_weight": 1.0}, "text_mask_ratio"),
+        ({"loss.targets": "identity", "data.texts": "iu"}, "paired"),
+        ({"loss.targets": "soft"}, "labels"),
+        ({"train.mask_ratio": 1.0}, "mask_ratio"),
+    ],
+)
+def test_resolved_config_refuses_terms_that_could_never_run(changes, match):
+    cfg = load_config(PretrainConfig, None, changes)
+    with pytest.raises(UserError, match=match):
+        cfg.resolved()
+
+
+def test_identity_targets_with_paired_data_resolve():
+    cfg = load_config(PretrainConfig, None, {"loss.targets": "identity", "data.texts": "paired"})
+    assert cfg.resolved().loss.targets == "identity"
+
+
+def test_pretrain_refuses_a_model_without_the_weighted_head(tmp_path):
+    from medflip.train.loop import check_model_matches
+
+    cfg = PretrainConfig()
+    cfg.loss.recon_weight = 1.0
+
+    class NoHeads:
+        decoder = None
+        mlm = None
+
+    with pytest.raises(UserError, match="reconstruction decoder"):
+        check_model_matches(NoHeads(), cfg)
+
+
+def test_resolve_device_follows_local_rank(monkeypatch):
+    import torch
+
+    from medflip.runtime import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert resolve_device("auto") == torch.device("cuda", 3)
+    assert resolve_device("cuda") == torch.device("cuda", 3)  # a bare "cuda" under torchrun: this rank's GPU
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)  # explicit: as given
+    assert resolve_device("cpu") == torch.device("cpu")
+    monkeypatch.delenv("LOCAL_RANK")
+    assert resolve_device("auto") == torch.device("cuda", 0)

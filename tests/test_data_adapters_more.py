@@ -33,19 +33,21 @@ def test_covid_layout_labels_and_class_filter(tmp_path, cxr):
         cxr.png(root / cls / "masks" / f"{cls}-1.png", GRAY)  # masks are not images of the dataset
     df, _ = run("covid", tmp_path)  # the folder above the dataset works too
     assert df["class"].value_counts().to_dict() == {
-        "COVID": 2,
+        "COVID-19": 2,  # one name for the class everywhere (prompts, --positive COVID-19)
         "Normal": 2,
         "Lung_Opacity": 2,
         "Viral Pneumonia": 2,
     }
     assert not df["path"].str.contains("/masks/").any()
     by = df.groupby("class").first()
-    assert by.loc["COVID", "Pneumonia"] == 1 and by.loc["COVID", "No Finding"] == 0
+    assert by.loc["COVID-19", "Pneumonia"] == 1 and by.loc["COVID-19", "No Finding"] == 0
     assert by.loc["Normal", "No Finding"] == 1 and (by.loc["Normal", list(OBSERVATIONS[1:])] == 0).all()
     assert by.loc["Lung_Opacity", "Lung Opacity"] == 1 and pd.isna(by.loc["Lung_Opacity", "Pneumonia"])
     assert df["patient_id"].is_unique
     two, _ = run("covid", root, classes="COVID,Normal")
-    assert set(two["class"]) == {"COVID", "Normal"}
+    assert set(two["class"]) == {"COVID-19", "Normal"}
+    same, _ = run("covid", root, classes="COVID-19,Normal")
+    assert same["path"].tolist() == two["path"].tolist()
     with pytest.raises(UserError, match="unknown COVID class"):
         run("covid", root, classes="COVID,Flu")
 

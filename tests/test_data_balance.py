@@ -4,10 +4,10 @@ checked by counting with plain loops, and the `--data.balance_text` option of `m
 import numpy as np
 import pytest
 
+from medflip.data.sources import balance_text_corpus
 from medflip.data.streams import TextCorpus, balanced_rows
 from medflip.errors import UserError
 from medflip.observations import COMPETITION_TASKS, OBSERVATIONS, single_class
-from medflip.train.cli import balance_text_corpus
 
 COLS = [OBSERVATIONS.index(c) for c in COMPETITION_TASKS]
 
@@ -86,7 +86,7 @@ def test_pretrain_batches_with_balanced_iu_text(tmp_path):
     """`medflip pretrain --data.texts iu --data.balance_text 10` on an image cache: a 60-sentence corpus whose
     first 50 are 10 positives per competition class (the IU reports mention all five)."""
     from medflip.config import from_dict
-    from medflip.train.cli import build_batches
+    from medflip.data.sources import build_batches
     from medflip.train.config import PretrainConfig
     from test_eval_supervised import chexpert5_cache
 

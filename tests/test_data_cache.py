@@ -58,7 +58,8 @@ def test_build_and_open(tmp_path, cxr):
     assert lab.dtype == np.float32 and lab.shape == (9, 14)
     assert lab[:4, 2].tolist() == [1, 0, 1, 0]  # Cardiomegaly: 1, 0, -1 -> positive, blank -> 0
     assert c.labels("negative")[:4, 2].tolist() == [1, 0, 0, 0]
-    assert c.labels("ignore")[:4, 2].tolist() == [1, 0, 0, 0]
+    ign = c.labels("ignore")[:4, 2]  # uncertain -> NaN: unknown, masked out of the label cosine
+    assert ign[[0, 1, 3]].tolist() == [1, 0, 0] and np.isnan(ign[2])
     assert c.rows["class"].tolist()[:2] == ["B", "A"]
     with pytest.raises(UserError, match="no split 'val'"):
         open_cache(tmp_path / "c", "val")

@@ -117,17 +117,17 @@ def test_resume_is_step_exact(tmp_path):
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     cfg = tiny_config(tmp_path, steps=6)
     model = MedFLIP(cfg.model)
-    real = loop.contrastive_losses
+    real = loop.train_step_losses
     calls = {"n": 0}
 
     def poisoned(*args, **kwargs):
         calls["n"] += 1
-        terms = real(*args, **kwargs)
+        result = real(*args, **kwargs)
         if calls["n"] == 3:
-            terms["sm"] = terms["sm"] * float("nan")
-        return terms
+            result.terms["loss"] = float("nan")
+        return result
 
-    monkeypatch.setattr(loop, "contrastive_losses", poisoned)
+    monkeypatch.setattr(loop, "train_step_losses", poisoned)
     with pytest.raises(TrainingDiverged, match="not finite at step 2.*step_00000002"):
         pretrain(model, make_batches(cfg, tiny_data()), cfg, progress=False)
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000002"]

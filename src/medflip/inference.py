@@ -44,7 +44,7 @@ def load(path: str | Path, device: str = "auto"):
     """
     from medflip.evaluate.prompts import prompts_for_classes
     from medflip.model.medflip import MedFLIP
-    from medflip.train.loop import resolve_device
+    from medflip.runtime import resolve_device
 
     model = MedFLIP.from_pretrained(path, map_location=resolve_device(device)).eval()
     model.prompt_factory = prompts_for_classes

@@ -2,7 +2,9 @@
 
 Label values everywhere: 1 positive, 0 negative, -1 uncertain, None / NaN not mentioned.
 A *label vector* (what the losses see) is float [K] in {0, 1}: not-mentioned -> 0, and uncertain
-mapped by the policy: "positive" (default, SPEC §3), "negative", or "ignore" (-> 0, like absent).
+mapped by the policy: "positive" (default, as MedCLIP), "negative" (-> 0), or "ignore" (-> NaN: unknown; the
+label cosine of the soft targets then leaves that dimension out for every pair it is in,
+`medflip.losses.semantic.label_similarity`).
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ def _is_missing(v: object) -> bool:
 
 
 def to_label_vector(values: Sequence[object], uncertain: str = "positive") -> np.ndarray:
-    """Map 14 raw values (1 / 0 / -1 / None / NaN) to a float32 {0,1} vector [K]."""
+    """Map 14 raw values (1 / 0 / -1 / None / NaN) to a float32 vector [K]: {0, 1}, and NaN for an
+    uncertain value under the "ignore" policy (an unknown dimension, masked out of the label cosine)."""
     if uncertain not in UNCERTAIN_POLICIES:
         raise ValueError(f"uncertain policy must be one of {UNCERTAIN_POLICIES}, got {uncertain!r}")
     if len(values) != NUM_OBSERVATIONS:
@@ -56,6 +59,8 @@ def to_label_vector(values: Sequence[object], uncertain: str = "positive") -> np
         v = int(v)
         if v == 1 or (v == -1 and uncertain == "positive"):
             out[k] = 1.0
+        elif v == -1 and uncertain == "ignore":
+            out[k] = np.nan
     return out
 
 

@@ -124,13 +124,24 @@ def _affine_grid(theta: torch.Tensor, size: int) -> torch.Tensor:
     return torch.matmul(rows, q.view(b, 2, 2 * size)).view(b, size, size, 2)
 
 
+def draw_augment_params(b: int, generator: torch.Generator, cfg: AugmentConfig) -> tuple[torch.Tensor, ...]:
+    """The per-image parameters `augment_batch` draws for b images (tuple of [b, ...] tensors; slice rows of it
+    to augment a share of a batch exactly as the whole batch would be)."""
+    return _draw_params(b, generator, cfg)
+
+
 def augment_batch(
-    images_u8: torch.Tensor, size: int, generator: torch.Generator, cfg: AugmentConfig | None = None
+    images_u8: torch.Tensor,
+    size: int,
+    generator: torch.Generator | None,
+    cfg: AugmentConfig | None = None,
+    params: tuple[torch.Tensor, ...] | None = None,
 ) -> torch.Tensor:
     """uint8 [B, 1, H, W] -> augmented, normalised float [B, 1, size, size].
 
     All randomness comes from `generator` (a CPU generator; draws are made on the CPU), so a run is
-    reproducible and resumable whatever the device.
+    reproducible and resumable whatever the device; or from `params` (see `draw_augment_params`) drawn for a
+    larger batch and sliced to these rows.
 
     Speed (the loader must outrun the model on a 2-core CPU): the warp samples the raw 0..255 values
     (bilinear resampling is linear, so /255 is folded into the per-image gamma factor 255**-gamma), and
@@ -142,7 +153,7 @@ def augment_batch(
     """
     cfg = cfg or AugmentConfig()
     b = images_u8.shape[0]
-    theta, contrast, brightness, gamma = _draw_params(b, generator, cfg)
+    theta, contrast, brightness, gamma = params if params is not None else _draw_params(b, generator, cfg)
     device = images_u8.device
     theta = theta.to(device)
     g = gamma.view(b, 1, 1, 1).to(device)

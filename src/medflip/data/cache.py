@@ -75,14 +75,18 @@ class ImageCache:
         return int(self.images.shape[0])
 
     def labels(self, uncertain: str = "positive") -> np.ndarray:
-        """float32 [N, 14] label vectors (blank -> 0; -1 by the policy: positive / negative / ignore)."""
+        """float32 [N, 14] label vectors (blank -> 0; -1 by the policy: positive -> 1, negative -> 0,
+        ignore -> NaN, an unknown dimension the label cosine leaves out; see medflip.observations)."""
         if uncertain not in ("positive", "negative", "ignore"):
             raise ValueError(f"uncertain policy must be positive, negative or ignore, got {uncertain!r}")
         v = label_values(self.rows)
         out = v == 1
         if uncertain == "positive":
             out |= v == -1
-        return out.astype(np.float32)
+        out = out.astype(np.float32)
+        if uncertain == "ignore":
+            out[v == -1] = np.nan
+        return out
 
 
 def _sha256(path: Path) -> str:

@@ -42,7 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     imp.add_argument(
         "--uncertain",
         choices=("keep", "positive", "negative", "ignore"),
-        help="CheXpert: rewrite -1 labels at import (default keep)",
+        help="CheXpert: rewrite -1 labels at import (default keep; ignore = blank. To leave uncertain "
+        "labels out of the label similarity instead, keep them and pre-train with --loss.uncertain ignore)",
     )
     imp.add_argument("--seed", type=int, help="sampling seed (chexpert-5x200, rsna-pneumonia; default 0)")
     imp.add_argument("--split", help="chexpert-5x200: CSV split to draw from, train (default) or val")
@@ -72,6 +73,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     imp.add_argument(
         "--fractions",
         help=f"rsna-pneumonia: train,val,test fractions of its seeded patient-disjoint split (default {RSNA_FRACTIONS})",
+    )
+    imp.add_argument(
+        "--exclude",
+        type=Path,
+        help="chexpert: drop every patient of this manifest (e.g. the chexpert-5x200 one: no evaluation "
+        "patient in pre-training)",
     )
     imp.add_argument("--classes", help="covid: comma-separated classes to keep (e.g. COVID,Normal)")
     imp.add_argument("--reports", help="mimic-cxr: folder of sNNN.txt reports; iu-xray: XML folder or tgz")
@@ -181,7 +188,9 @@ def cmd_import(args: argparse.Namespace) -> int:
         _require_pyarrow(args.out)  # fail before a long import, not after
     check_frontal_only(args)
     if args.fractions and args.name != "rsna-pneumonia":
-        raise UserError("--fractions applies to rsna-pneumonia; split other datasets with `medflip data split`")
+        raise UserError(
+            "--fractions applies to rsna-pneumonia; split other datasets with `medflip data split`"
+        )
     ctx = ImportContext(root=args.root.resolve(), rejects=Rejects(args.skip_bad), options=_options(args))
     df = conform(get_adapter(args.name)(ctx))
     if args.frontal_only:

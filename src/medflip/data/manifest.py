@@ -10,7 +10,7 @@ image. Columns (see docs/data.md):
 - ``split``: "train", "val", "test", or "" (not assigned yet: run `medflip data split`).
 - ``class``: the dataset's own class name (zero-shot tasks use it), "" when the dataset has none.
 - ``report``: report text (findings + impression), "" for image-only datasets.
-- the 14 observations (SPEC §1), named exactly as in `medflip.observations.OBSERVATIONS`, with values
+- the 14 CheXpert observations, named exactly as in `medflip.observations.OBSERVATIONS`, with values
   1 / 0 / -1 / blank (blank = not mentioned).
 
 Extra columns (e.g. ``findings``, ``impression``, ``subtype``) are kept as they are. String columns are

@@ -1,4 +1,5 @@
-"""Decoupled image and text streams (SPEC §1) and the batches the trainer consumes.
+"""Decoupled image and text streams (drawn independently, matched by their labels) and the batches the
+trainer consumes.
 
 MedCLIP's insight: images and texts need not be paired, because positives are defined by label
 similarity. So a batch is N images (from an image collection, with label vectors) and N texts (from a
@@ -8,6 +9,7 @@ the special case `paired=True`.
 Everything a batch contains is a pure function of (seed, step): image order is a seeded permutation
 per epoch, text draws and augmentation use generators seeded with (seed, step). So resuming at step s
 reproduces the exact batches of an uninterrupted run, and the data position in a checkpoint is the step.
+Under torchrun, rank r of W takes rows [r B/W, (r+1) B/W) of that global batch (`batch(step, r, W)`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from medflip.data.augment import AugmentConfig, augment_batch, normalize
+from medflip.data.augment import AugmentConfig, augment_batch, draw_augment_params, normalize
+from medflip.errors import UserError
 from medflip.observations import COMPETITION_TASKS, OBSERVATIONS, single_class
 
 
@@ -70,6 +73,7 @@ class TextCorpus:
         drop_unlabeled: leave out sentences that mention none of the 14 observations ("Tortuous aorta.",
         "Pulmonary XXXX normal."). Their label vector is all zero, so their soft targets are uniform:
         they carry no signal and only dilute the batch. A report left with no sentence keeps its whole text.
+        Under uncertain="ignore" a sentence whose only findings are uncertain (NaN) counts as unlabeled too.
         """
         from medflip.labeler import label_report
 
@@ -79,7 +83,8 @@ class TextCorpus:
             kept = [
                 s
                 for s in result.sentences
-                if len(s.text.strip()) >= min_chars and (not drop_unlabeled or s.vector(uncertain).any())
+                if len(s.text.strip()) >= min_chars
+                and (not drop_unlabeled or np.nan_to_num(s.vector(uncertain)).any())
             ]
             if not kept:  # keep row alignment with the images: fall back to the whole report
                 sentences.append([text or ""])
@@ -136,15 +141,56 @@ class TextCorpus:
 
 @dataclass
 class Batch:
+    """One process's share of the global batch (the whole batch in a single process).
+
+    The share is rows [row_start, row_start + N) of a global batch of `global_size` rows; `all_texts` holds the
+    global batch's texts so every process tokenizes (and pads) exactly as a single process would.
+    """
+
     images: torch.Tensor  # [N, 1, S, S] float, normalised (augmented when training)
     image_labels: torch.Tensor  # [N, K]
     texts: list[str]  # N strings
     text_labels: torch.Tensor  # [N, K]
-    image_index: np.ndarray  # [N] rows of the image collection
+    image_index: np.ndarray | None  # [N] rows of the image collection
+    all_texts: list[str] | None = None  # [B] texts of the global batch (None: `texts` is the whole batch)
+    row_start: int = 0  # global row of this share's first sample
+    global_size: int | None = None  # B (None: len(texts))
+
+    @property
+    def rows(self) -> slice:
+        """This share's rows in the global batch."""
+        return slice(self.row_start, self.row_start + len(self.texts))
+
+    @property
+    def global_texts(self) -> list[str]:
+        return self.all_texts if self.all_texts is not None else self.texts
+
+    @property
+    def global_batch_size(self) -> int:
+        return self.global_size if self.global_size is not None else len(self.texts)
+
+
+def shard_rows(batch_size: int, rank: int, world: int) -> slice:
+    """Rows [r B/W, (r+1) B/W) of the global batch that rank r of W trains on."""
+    if not 0 <= rank < world:
+        raise ValueError(f"rank {rank} outside world size {world}")
+    if batch_size % world:
+        raise UserError(
+            f"data.batch_size {batch_size} (the global batch) is not divisible by the {world} processes; "
+            f"use a multiple of {world}"
+        )
+    n = batch_size // world
+    return slice(rank * n, (rank + 1) * n)
 
 
 class DecoupledBatches:
-    """Seeded, resumable batches: `batch(step)` is deterministic in (seed, step)."""
+    """Seeded, resumable batches: the global batch `batch(step)` is a pure function of (seed, step).
+
+    `batch(step, rank, world)` is rank's share of that same global batch: image indices, text draws and
+    augmentation parameters are drawn for the whole global batch and sliced, and only the share's images are
+    read, so W processes x B/W train on exactly the data of 1 process x B, and a run can resume on another
+    number of processes.
+    """
 
     def __init__(
         self,
@@ -184,23 +230,29 @@ class DecoupledBatches:
         order = np.random.default_rng([self.seed, stream, epoch]).permutation(n)
         return order[k * self.batch_size : (k + 1) * self.batch_size]
 
-    def batch(self, step: int) -> Batch:
+    def batch(self, step: int, rank: int = 0, world: int = 1) -> Batch:
+        rows = shard_rows(self.batch_size, rank, world)
         idx = self._indices(step, len(self.images), stream=0)
         # Sorted reads are friendlier to a memory-mapped cache; order inside a batch does not matter.
         idx = np.sort(idx)
         rng = np.random.default_rng([self.seed, 2, step])
         report_ids = idx if self.paired else self._indices(step, len(self.corpus), stream=1)
-        texts, text_labels = self.corpus.draw(report_ids, rng, self.text_mode)
-        u8 = torch.from_numpy(np.ascontiguousarray(self.images[idx])).unsqueeze(1).to(self.device)
+        texts, text_labels = self.corpus.draw(report_ids, rng, self.text_mode)  # the whole global batch
+        local = idx[rows]
+        u8 = torch.from_numpy(np.ascontiguousarray(self.images[local])).unsqueeze(1).to(self.device)
         if self.augment is not None:
             gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
-            x = augment_batch(u8, self.image_size, gen, self.augment)
+            params = tuple(p[rows] for p in draw_augment_params(len(idx), gen, self.augment))
+            x = augment_batch(u8, self.image_size, None, self.augment, params=params)
         else:
             x = normalize(u8, self.image_size)
         return Batch(
             images=x,
-            image_labels=torch.from_numpy(self.image_labels[idx]),
-            texts=texts,
-            text_labels=torch.from_numpy(np.asarray(text_labels, dtype=np.float32)),
-            image_index=idx,
+            image_labels=torch.from_numpy(self.image_labels[local]),
+            texts=texts[rows],
+            text_labels=torch.from_numpy(np.asarray(text_labels, dtype=np.float32)[rows]),
+            image_index=local,
+            all_texts=texts,
+            row_start=rows.start,
+            global_size=len(idx),
         )

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from medflip.errors import UserError
-from medflip.evaluate.tasks import binary_targets, chexpert5_targets, resolve_task
+from medflip.evaluate.tasks import resolve_task
 
 
 def _open_split(cache_dir, split: str):
@@ -63,29 +63,93 @@ def _fmt(metrics: dict, key: str) -> str:
     return f"{metrics[key]:.3f} ({lo:.3f}-{hi:.3f})"
 
 
+def _prompts(args, names: list[str]) -> dict[str, list[str]]:
+    """The task's class prompts: the user's --prompts file (it must name exactly the task's classes), else
+    chexpert5: the seeded generator; binary: the fixed sets."""
+    from medflip.evaluate.prompts import binary_prompts, chexpert_prompts, load_prompts
+
+    if getattr(args, "prompts", None):
+        return load_prompts(args.prompts, names)
+    try:
+        if args.task == "chexpert5":
+            return chexpert_prompts(names, n_per_class=args.prompts_per_class, seed=args.seed)
+        return binary_prompts(args.positive)
+    except KeyError as e:
+        raise UserError(str(e.args[0])) from e
+
+
+def _device(args):
+    from medflip.runtime import resolve_device
+
+    return resolve_device(args.device)
+
+
+def _load_model(args):
+    from medflip.model.medflip import MedFLIP
+
+    return MedFLIP.from_pretrained(args.model, map_location=_device(args)).eval()
+
+
+def _run_pretraining_cache(model: str) -> tuple[str, str] | None:
+    """(data.cache, data.split) of the run a model folder belongs to (RUN/model or RUN/checkpoints/step_N,
+    next to RUN/config.json as `medflip pretrain` writes it), when that cache still exists."""
+    here = Path(model).resolve()
+    for run in (here.parent, here.parent.parent):
+        cfg_path = run / "config.json"
+        if not cfg_path.is_file():
+            continue
+        try:
+            data = json.loads(cfg_path.read_text()).get("data") or {}
+        except (OSError, ValueError, AttributeError):
+            return None
+        cache = data.get("cache") if isinstance(data, dict) else None
+        if cache and (Path(cache) / "meta.json").is_file():
+            return str(cache), str(data.get("split") or "train")
+        return None
+    return None
+
+
+def _pretraining_overlap(args, eval_rows) -> dict | None:
+    """Warn when the evaluation split shares patients or images with the model's pre-training split (a leak:
+    CheXpert-5x200 inside CheXpert train). The pre-training cache is --train-cache [--train-split], else the
+    one named in the model's run folder (RUN/config.json), when found."""
+    if args.train_cache:
+        source, split = (args.train_cache, args.train_split), "--train-cache"
+    else:
+        found = _run_pretraining_cache(args.model)
+        if found is None:
+            return None
+        source, split = found, "the model's run config.json"
+    from medflip.data.overlap import warn_overlap
+
+    train = _open_split(*source)
+    name = f"{source[0]} [{source[1]}]"
+    o = warn_overlap(train.rows, eval_rows, f"pre-training split {name}", f"{args.cache} [{args.split}]")
+    return {
+        "pretraining": name,
+        "from": split,
+        "shared_patients": len(o.patients),
+        "eval_images_of_shared_patients": o.eval_rows,
+        "shared_images": o.images,
+    }
+
+
 def _zeroshot(args) -> int:
     from medflip.evaluate.plots import plot_confusion
-    from medflip.evaluate.prompts import binary_prompts, chexpert_prompts
     from medflip.evaluate.zeroshot import encode_images, zero_shot
-    from medflip.model.medflip import MedFLIP
-    from medflip.train.loop import resolve_device
 
     cache = _load(args)
     names, y, keep = resolve_task(cache.rows, args.task, args.positive)
-    if args.prompts:  # the user's prompt file; it must name exactly the task's classes
-        from medflip.evaluate.prompts import load_prompts
-
-        prompts = load_prompts(args.prompts, names)
-    elif args.task == "chexpert5":
-        prompts = chexpert_prompts(names, n_per_class=args.prompts_per_class, seed=args.seed)
-    else:
-        prompts = binary_prompts(args.positive)
-    model = MedFLIP.from_pretrained(args.model, map_location=resolve_device(args.device)).eval()
+    prompts = _prompts(args, names)
+    leak = _pretraining_overlap(args, cache.rows)
+    model = _load_model(args)
     emb = encode_images(
         model, _task_images(cache, keep), batch_size=args.batch_size, progress=True, precision=args.precision
     )
     m = zero_shot(model, None, y, prompts, image_embeds=emb, n_boot=args.bootstrap, seed=args.seed)
     m.update(task=args.task, split=args.split, model=str(args.model), prompt_seed=args.seed)
+    if leak is not None:
+        m["pretraining_overlap"] = leak
     table = "\n".join(
         [
             f"zero-shot {args.task} on {args.cache} [{args.split}], n = {m['n']}",
@@ -104,43 +168,74 @@ def _zeroshot(args) -> int:
     return 0
 
 
-def _retrieval(args) -> int:
-    from medflip.data.streams import TextCorpus
-    from medflip.evaluate.zeroshot import encode_images, retrieval
-    from medflip.model.medflip import MedFLIP
-    from medflip.train.cli import load_text_reports
-    from medflip.train.loop import resolve_device
+def _candidate_texts(args, cache, names: list[str]) -> tuple[list[str], np.ndarray, dict]:
+    """Retrieval candidates grouped by class, the same count per class (medflip.evaluate.candidates)."""
+    from medflip.evaluate.candidates import balanced_pick, sentence_candidates
 
-    cache = _load(args)
-    names, y, keep = resolve_task(cache.rows, args.task, args.positive)
+    protocol: dict = {"seed": args.seed, "classes": names}
+    if args.texts == "prompts":
+        n = args.per_class or 10
+        prompts = _prompts(argparse.Namespace(**{**vars(args), "prompts_per_class": n}), names)
+        take = min(n, *(len(ps) for ps in prompts.values()))  # the fixed binary sets differ in size
+        texts = [p for ps in prompts.values() for p in ps[:take]]
+        cats = np.repeat(np.arange(len(names)), take)
+        protocol.update(
+            candidates="class prompts of the zero-shot prompt generator (the prompts are in `prompts`)",
+            balanced=True,
+            per_class=[take] * len(names),
+            prompts={k: ps[:take] for k, ps in prompts.items()},
+        )
+        return texts, cats, protocol
+    from medflip.data.streams import TextCorpus
+    from medflip.data.texts import load_text_reports
+
     reports = (
         cache.rows["report"].fillna("").tolist()
         if args.texts == "paired"
         else load_text_reports(args.texts, "report")
     )
     corpus = TextCorpus.from_reports([r for r in reports if r.strip()])
-    texts, cats = [], []
-    for sents, labs in zip(corpus.sentences, corpus.sentence_labels):
-        t_y, t_keep = (
-            chexpert5_targets(labs)
-            if args.task == "chexpert5"
-            else binary_targets(labs, np.array([""] * len(labs)), args.positive)
-        )
-        for k, c in zip(t_keep, t_y):
-            texts.append(sents[k])
-            cats.append(int(c))
+    texts, cats, duplicates = sentence_candidates(
+        corpus.sentences, corpus.sentence_labels, args.task, args.positive
+    )
     if not texts:
         raise UserError(f"no report sentence in {args.texts!r} names exactly one class of task {args.task}")
-    if args.max_texts and len(texts) > args.max_texts:
-        pick = np.sort(np.random.default_rng(args.seed).choice(len(texts), args.max_texts, replace=False))
-        texts, cats = [texts[i] for i in pick], [cats[i] for i in pick]
-    model = MedFLIP.from_pretrained(args.model, map_location=resolve_device(args.device)).eval()
+    available = np.bincount(cats, minlength=len(names)).tolist()
+    protocol.update(
+        candidates=f"report sentences of {args.texts!r} whose labels name exactly one class of the task",
+        duplicates_dropped=duplicates,
+        available_per_class=available,
+    )
+    if args.per_class:
+        pick, take = balanced_pick(cats, len(names), args.per_class, args.seed)
+        texts, cats = [texts[i] for i in pick], cats[pick]
+        protocol.update(balanced=True, per_class=[take] * len(names), requested_per_class=args.per_class)
+        if take < args.per_class:
+            print(
+                f"retrieval: {take} candidate sentences per class (asked {args.per_class}; the rarest class has "
+                f"{take}; available per class: {available})"
+            )
+    else:
+        protocol.update(balanced=False, per_class=available)
+    return texts, cats, protocol
+
+
+def _retrieval(args) -> int:
+    from medflip.evaluate.zeroshot import encode_images, retrieval
+
+    cache = _load(args)
+    names, y, keep = resolve_task(cache.rows, args.task, args.positive)
+    texts, cats, protocol = _candidate_texts(args, cache, names)
+    leak = _pretraining_overlap(args, cache.rows)
+    model = _load_model(args)
     img = encode_images(
         model, _task_images(cache, keep), batch_size=args.batch_size, progress=True, precision=args.precision
     )
     txt = model.encode_text(texts).float().cpu()
-    m = retrieval(img, y, txt, np.array(cats))
-    m.update(task=args.task, split=args.split, classes=names, model=str(args.model))
+    m = retrieval(img, y, txt, cats)
+    m.update(task=args.task, split=args.split, classes=names, model=str(args.model), protocol=protocol)
+    if leak is not None:
+        m["pretraining_overlap"] = leak
     rows = [
         f"| {d} | "
         + " | ".join(f"{m[d][f'p@{k}']:.3f}" for k in (1, 2, 5, 10))
@@ -149,9 +244,11 @@ def _retrieval(args) -> int:
         + " |"
         for d in ("image_to_text", "text_to_image")
     ]
+    per = protocol["per_class"]
+    pool = f"{per[0]} per class" if protocol["balanced"] else f"not balanced: {per} per class"
     table = "\n".join(
         [
-            f"retrieval {args.task}: {m['n_images']} images, {m['n_texts']} report sentences",
+            f"retrieval {args.task}: {m['n_images']} images, {m['n_texts']} candidate texts ({pool})",
             "",
             "| direction | P@1 | P@2 | P@5 | P@10 | R@1 | R@5 | R@10 |",
             "|---|---|---|---|---|---|---|---|",
@@ -169,13 +266,13 @@ def _fractions(values: list[float]) -> list[float]:
     return sorted(set(values))
 
 
-def _supervised(args) -> int:
+def _supervised(args, mode: str, probe_c: float | None = None, ft=None) -> int:
+    """What probe and fine-tuning share: splits, task, leak check, the run, tables and plots."""
+    from medflip.data.overlap import warn_overlap
     from medflip.evaluate.plots import plot_confusion
-    from medflip.evaluate.supervised import FinetuneConfig, plot_fractions, run_supervised
+    from medflip.evaluate.supervised import plot_fractions, run_supervised
     from medflip.model.medflip import MedFLIP
-    from medflip.train.loop import resolve_device
 
-    mode = args.eval_command
     fractions = _fractions(args.fractions)
     train_cache_dir = args.train_cache or args.cache
     same = Path(train_cache_dir).resolve() == Path(args.cache).resolve() and args.train_split == args.split
@@ -190,24 +287,16 @@ def _supervised(args) -> int:
     names, y_train, keep_train = resolve_task(train_cache.rows, args.task, args.positive)
     print(f"evaluation split {args.cache} [{args.split}]:")
     _, y_eval, keep_eval = resolve_task(eval_cache.rows, args.task, args.positive)
-    device = resolve_device(args.device)
+    leak = warn_overlap(
+        train_cache.rows,
+        eval_cache.rows,
+        f"{train_cache_dir} [{args.train_split}]",
+        f"{args.cache} [{args.split}]",
+    )
+    device = _device(args)
     model = MedFLIP.from_pretrained(args.model, map_location=device)
     vision, size = model.vision, model.cfg.vision.image_size
     del model  # only the image encoder is evaluated
-    ft = (
-        FinetuneConfig(
-            epochs=args.epochs,
-            min_steps=args.min_steps,
-            batch_size=args.train_batch_size,
-            lr=args.lr,
-            head_lr=args.head_lr,
-            weight_decay=args.weight_decay,
-            precision=args.precision,
-            augment=not args.no_augment,
-        )
-        if mode == "finetune"
-        else None
-    )
     res = run_supervised(
         mode,
         vision,
@@ -222,7 +311,7 @@ def _supervised(args) -> int:
         seed=args.seed,
         n_boot=args.bootstrap,
         batch_size=args.batch_size,
-        probe_c=None if mode != "probe" or args.C == "auto" else float(args.C),
+        probe_c=probe_c,
         finetune_cfg=ft,
         progress=True,
     )
@@ -232,8 +321,10 @@ def _supervised(args) -> int:
         train=f"{train_cache_dir} [{args.train_split}]",
         eval=f"{args.cache} [{args.split}]",
         seed=args.seed,
-        finetune_config=vars(ft) if ft else None,
+        train_eval_shared_patients=len(leak.patients),
     )
+    if ft is not None:
+        res["finetune_config"] = vars(ft)
     title = "linear probe" if mode == "probe" else "fine-tuning"
     table = "\n".join(
         [
@@ -265,10 +356,28 @@ def _supervised(args) -> int:
     return 0
 
 
+def _probe(args) -> int:
+    return _supervised(args, "probe", probe_c=None if args.C == "auto" else float(args.C))
+
+
+def _finetune(args) -> int:
+    from medflip.evaluate.supervised import FinetuneConfig
+
+    ft = FinetuneConfig(
+        epochs=args.epochs,
+        min_steps=args.min_steps,
+        batch_size=args.train_batch_size,
+        lr=args.lr,
+        head_lr=args.head_lr,
+        weight_decay=args.weight_decay,
+        precision=args.precision,
+        augment=not args.no_augment,
+    )
+    return _supervised(args, "finetune", ft=ft)
+
+
 def _efficiency(args) -> int:
     from medflip.evaluate import efficiency as eff
-    from medflip.evaluate.prompts import binary_prompts, chexpert_prompts
-    from medflip.train.loop import resolve_device
 
     if not args.time_runs and not args.data_runs:
         raise UserError(
@@ -286,11 +395,8 @@ def _efficiency(args) -> int:
     )
     cache = _open_split(args.cache, args.split)
     names, y, keep = resolve_task(cache.rows, args.task, args.positive)
-    if args.task == "chexpert5":
-        prompts = chexpert_prompts(names, n_per_class=args.prompts_per_class, seed=args.seed)
-    else:
-        prompts = binary_prompts(args.positive)
-    device = resolve_device(args.device)
+    prompts = _prompts(args, names)
+    device = _device(args)
     images = _task_images(cache, keep)
     kw = dict(device=device, batch_size=args.batch_size, n_boot=args.bootstrap, seed=args.seed, progress=True)
     res: dict = {
@@ -355,6 +461,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         q.add_argument("--json", help="write the metrics here")
         q.add_argument("--out", help="folder for the Markdown table, JSON and plots")
 
+    def pretraining_cache(q):
+        q.add_argument(
+            "--train-cache",
+            help="the model's pre-training cache: warn when the evaluation split shares patients with it "
+            "(default: the cache named in the model's run folder, RUN/config.json, when there is one)",
+        )
+        q.add_argument("--train-split", default="train", help="split of --train-cache that was trained on")
+
     z = evals.add_parser("zeroshot", help="zero-shot classification (prompt ensembles)")
     common(z)
     z.add_argument("--prompts-per-class", type=int, default=10)
@@ -363,20 +477,38 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="JSON/YAML file: class -> list of prompts, exactly the task's classes (replaces the built-in sets)",
     )
     z.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
+    pretraining_cache(z)
     z.set_defaults(func=_zeroshot)
-    r = evals.add_parser("retrieval", help="image<->text retrieval, Precision@K / Recall@K by category")
+    r = evals.add_parser(
+        "retrieval",
+        help="image<->text retrieval, Precision@K / Recall@K by category",
+        description="Category-level retrieval as in the paper: the candidate texts are grouped by class, "
+        "the same number per class (--per-class), so chance P@K is 1 / classes for every query. The "
+        "protocol used is written into the JSON (`protocol`).",
+    )
     common(r)
     r.add_argument(
-        "--texts", default="paired", help="paired (the split's reports) | iu | CSV/JSONL with a report column"
+        "--texts",
+        default="paired",
+        help="candidates: paired (the split's reports) | iu | CSV/JSONL with a report column | prompts "
+        "(the class prompt generator; for sets without reports such as CheXpert-5x200)",
     )
     r.add_argument(
-        "--max-texts", type=int, default=0, help="sample at most this many candidate sentences (0: all)"
+        "--per-class",
+        type=int,
+        default=200,
+        help="candidate texts per class, seeded (default 200; fewer when the rarest class has fewer, "
+        "all classes alike); 0: every candidate sentence, not balanced",
     )
+    pretraining_cache(r)
     r.set_defaults(func=_retrieval)
 
     def supervised(q):
         q.add_argument("--train-split", default="train", help="split the probe / fine-tuning trains on")
-        q.add_argument("--train-cache", help="cache of the training split (default: --cache)")
+        q.add_argument(
+            "--train-cache",
+            help="cache of the training split (default: --cache); a patient in both splits is warned about",
+        )
         q.add_argument(
             "--fractions",
             type=float,
@@ -395,16 +527,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     common(lp)
     supervised(lp)
     lp.add_argument("--C", default="auto", help="inverse L2 strength; auto: 3-fold CV over 1e-3..10")
-    lp.set_defaults(
-        func=_supervised,
-        epochs=0,
-        min_steps=0,
-        train_batch_size=0,
-        lr=0.0,
-        head_lr=0.0,
-        weight_decay=0.0,
-        no_augment=False,
-    )
+    lp.set_defaults(func=_probe)
     ft = evals.add_parser(
         "finetune",
         help="fine-tune the image encoder + a linear head at data fractions",
@@ -420,7 +543,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ft.add_argument("--head-lr", type=float, default=1e-3)
     ft.add_argument("--weight-decay", type=float, default=0.05)
     ft.add_argument("--no-augment", action="store_true")
-    ft.set_defaults(func=_supervised)
+    ft.set_defaults(func=_finetune)
 
     e = evals.add_parser(
         "efficiency",

@@ -1,4 +1,4 @@
-"""Data and time efficiency of pre-training (SPEC §5, paper Fig. 1): zero-shot accuracy against the number
+"""Data and time efficiency of pre-training (paper Fig. 1; docs/evaluation.md): zero-shot accuracy against the number
 of pre-training images and against training wall-clock, several runs (e.g. masked vs unmasked) per plot.
 
 Everything is read from run folders written by `medflip pretrain`::
@@ -25,37 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
+from medflip.data.views import IndexedImages, subset_cache, subset_cache_indices
 from medflip.errors import UserError
-from medflip.evaluate.supervised import IndexedImages
 
 __all__ = ["IndexedImages", "subset_cache", "subset_cache_indices"]
-
-
-def subset_cache_indices(n_images: int, fraction: float, seed: int = 0) -> np.ndarray:
-    """Sorted indices of a seeded random `fraction` of a cache split's n_images (at least one image).
-
-    Nested: for one seed the 10% subset is inside the 25% subset, which is inside 50% and 100%.
-    """
-    if not 0 < fraction <= 1:
-        raise UserError(f"data.fraction must be in (0, 1], got {fraction}")
-    if n_images <= 0:
-        return np.zeros(0, np.int64)
-    k = max(1, int(round(fraction * n_images)))
-    if k >= n_images:
-        return np.arange(n_images, dtype=np.int64)
-    return np.sort(np.random.default_rng(seed).permutation(n_images)[:k]).astype(np.int64)
-
-
-def subset_cache(cache, fraction: float, seed: int = 0):
-    """The seeded `fraction` of an ImageCache split (images read lazily, rows and labels subset alike),
-    for data-efficiency pre-training (`medflip pretrain --data.fraction F`). fraction 1: the cache itself."""
-    from medflip.data.cache import ImageCache
-
-    idx = subset_cache_indices(len(cache), fraction, seed)
-    if len(idx) == len(cache):
-        return cache
-    rows = cache.rows.iloc[idx].reset_index(drop=True)
-    return ImageCache(images=IndexedImages(cache.images, idx), rows=rows, size=cache.size, split=cache.split)
 
 
 @dataclass
@@ -280,7 +253,7 @@ def data_table(result: dict) -> str:
 def _series_plot(
     series: dict[str, tuple[list, list, list, list]], xlabel: str, title: str, out_png, logx=False
 ):
-    from medflip.evaluate.plots import plt  # pyplot with the Agg backend selected
+    from medflip.evaluate.plots import plt, save_figure  # pyplot with the Agg backend selected
 
     fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=120)
     for label, (x, y, lo, hi) in series.items():
@@ -298,10 +271,7 @@ def _series_plot(
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out_png)
-    plt.close(fig)
-    return Path(out_png)
+    return save_figure(fig, out_png)
 
 
 def plot_time(result: dict, out_png, title: str = "time efficiency") -> Path:

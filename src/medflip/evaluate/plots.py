@@ -11,6 +11,15 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+def save_figure(fig, out_png) -> Path:
+    """The one ending of every plot: tight layout, write the PNG, free the figure (pyplot keeps every open
+    figure alive until closed). Returns the path written."""
+    fig.tight_layout()
+    fig.savefig(out_png)
+    plt.close(fig)
+    return Path(out_png)
+
+
 def plot_loss_curve(log_csv: Path, out_png: Path) -> Path:
     """Total loss and each term against step, from a run's log.csv."""
     with Path(log_csv).open() as f:
@@ -26,10 +35,7 @@ def plot_loss_curve(log_csv: Path, out_png: Path) -> Path:
     ax.set_title("pre-training loss")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out_png)
-    plt.close(fig)
-    return Path(out_png)
+    return save_figure(fig, out_png)
 
 
 def plot_confusion(
@@ -58,7 +64,4 @@ def plot_confusion(
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(out_png)
-    plt.close(fig)
-    return Path(out_png)
+    return save_figure(fig, out_png)

@@ -11,6 +11,8 @@ import itertools
 
 import numpy as np
 
+from medflip.evaluate.tasks import canonical_class
+
 CHEXPERT_PROMPT_PARTS: dict[str, dict[str, list[str]]] = {
     "Atelectasis": {
         "severity": ["", "mild", "minimal", "subsegmental", "small"],
@@ -158,8 +160,9 @@ def chexpert_prompts(classes: list[str], n_per_class: int = 10, seed: int = 0) -
 
 def binary_prompts(positive: str, normal_name: str = "Normal") -> dict[str, list[str]]:
     """{normal_name: NORMAL_PROMPTS, positive: its prompts} (CheXpert generator prompts if no fixed set)."""
-    if positive in BINARY_POSITIVE_PROMPTS:
-        pos = BINARY_POSITIVE_PROMPTS[positive]
+    fixed = {canonical_class(k): v for k, v in BINARY_POSITIVE_PROMPTS.items()}
+    if canonical_class(positive) in fixed:  # "COVID-19", "covid-19" and "COVID" share one prompt set
+        pos = fixed[canonical_class(positive)]
     elif positive in CHEXPERT_PROMPT_PARTS:
         pos = chexpert_prompts([positive], n_per_class=10)[positive]
     else:
@@ -180,8 +183,8 @@ def prompts_for_classes(classes: list[str], n_per_class: int = 10, seed: int = 0
     for c in classes:
         if c.strip().lower() in NORMAL_NAMES:
             out[c] = list(NORMAL_PROMPTS)
-        elif c in BINARY_POSITIVE_PROMPTS:
-            out[c] = list(BINARY_POSITIVE_PROMPTS[c])
+        elif canonical_class(c) in {canonical_class(k) for k in BINARY_POSITIVE_PROMPTS}:
+            out[c] = binary_prompts(c)[c]
         elif c in CHEXPERT_PROMPT_PARTS:
             out[c] = chexpert_prompts([c], n_per_class=n_per_class, seed=seed)[c]
         else:
@@ -212,7 +215,9 @@ def load_prompts(path, classes: list[str] | None = None) -> dict[str, list[str]]
 
             data = yaml.safe_load(text)
     except Exception as e:  # json.JSONDecodeError, yaml.YAMLError
-        raise UserError(f"prompt file {path} is not valid {path.suffix.lstrip('.').upper() or 'YAML'}: {e}") from e
+        raise UserError(
+            f"prompt file {path} is not valid {path.suffix.lstrip('.').upper() or 'YAML'}: {e}"
+        ) from e
     if not isinstance(data, dict) or not data:
         raise UserError(
             f"prompt file {path} must be a non-empty mapping class -> list of prompts, "

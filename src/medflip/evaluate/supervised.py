@@ -1,4 +1,4 @@
-"""Supervised evaluation of a pre-trained image encoder (SPEC §5): linear probe and full fine-tuning.
+"""Supervised evaluation of a pre-trained image encoder (docs/evaluation.md): linear probe and full fine-tuning.
 
 Both train on a class-stratified, seeded fraction of a labelled training split (1%, 10%, 100% by default)
 and are scored on another split with the same metrics as zero-shot (accuracy, macro-F1, AUROC, bootstrap
@@ -31,35 +31,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from medflip.data.augment import augment_batch, normalize
+from medflip.data.views import IndexedImages  # noqa: F401 - re-exported: its old home
 from medflip.errors import UserError
+from medflip.evaluate.inference import map_images
 from medflip.evaluate.metrics import bootstrap_all, classification_metrics, confusion
 
 DEFAULT_FRACTIONS = (0.01, 0.1, 1.0)
 PROBE_C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0)
 PROBE_CV_MAX = 4096
-
-
-class IndexedImages:
-    """A row subset of an image array / memory map without copying it: `view[i:j]` and `view[idx]` read
-    only the rows asked for (in sorted order, which is what a memory map reads fastest)."""
-
-    def __init__(self, images: np.ndarray, index: np.ndarray):
-        self.images = images
-        self.index = np.asarray(index, dtype=np.int64)
-        self.shape = (len(self.index), *images.shape[1:])
-        self.dtype = images.dtype
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def __getitem__(self, key) -> np.ndarray:
-        rows = self.index[key]
-        if np.ndim(rows) == 0:
-            return np.asarray(self.images[int(rows)])
-        order = np.argsort(rows, kind="stable")
-        out = np.empty((len(rows), *self.images.shape[1:]), dtype=self.images.dtype)
-        out[order] = self.images[rows[order]]
-        return out
 
 
 def stratified_subset(y: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
@@ -98,12 +77,6 @@ def score(
 
 
 # ------------------------------------------------------------------------------------------ features
-def _batches(images, batch_size: int):
-    for i in range(0, len(images), batch_size):
-        yield torch.from_numpy(np.ascontiguousarray(images[i : i + batch_size])).unsqueeze(1)
-
-
-@torch.inference_mode()
 def extract_features(
     vision: nn.Module,
     images,
@@ -114,19 +87,18 @@ def extract_features(
     progress: bool = False,
 ) -> np.ndarray:
     """images: uint8 [N, H, W] (array, memory map or IndexedImages) -> float32 [N, D] pooled ViT features."""
-    from tqdm.auto import tqdm
-
-    from medflip.train.loop import autocast_context
-
     vision.eval()
-    out = []
-    n_batches = math.ceil(len(images) / batch_size)
-    for x in tqdm(_batches(images, batch_size), total=n_batches, disable=not progress, desc="features"):
-        with autocast_context(device, precision):
-            pooled, _, _ = vision(normalize(x.to(device), image_size))
-        out.append(pooled.float().cpu().numpy())
-    width = getattr(vision, "width", 0)
-    return np.concatenate(out) if out else np.zeros((0, width), np.float32)
+    return map_images(
+        lambda x: vision(x)[0],  # (pooled, tokens, ids) -> pooled
+        images,
+        image_size,
+        device,
+        getattr(vision, "width", 0),
+        batch_size=batch_size,
+        precision=precision,
+        progress=progress,
+        desc="features",
+    ).numpy()
 
 
 # ------------------------------------------------------------------------------------------ probe
@@ -202,22 +174,13 @@ class ImageClassifier(nn.Module):
 
 
 def _optimizer(clf: ImageClassifier, cfg: FinetuneConfig) -> torch.optim.AdamW:
-    no_decay = ("pos_embed", "cls_token")
-    groups: dict[tuple[bool, bool], list] = {}
-    for name, p in clf.named_parameters():
-        is_head = name.startswith("head.")
-        decay = p.ndim >= 2 and not any(k in name for k in no_decay)
-        groups.setdefault((is_head, decay), []).append(p)
-    return torch.optim.AdamW(
-        [
-            {
-                "params": ps,
-                "lr": cfg.head_lr if head else cfg.lr,
-                "weight_decay": cfg.weight_decay if decay else 0.0,
-            }
-            for (head, decay), ps in sorted(groups.items())
-        ]
-    )
+    from medflip.runtime import adamw_param_groups
+
+    def lr_of(name: str) -> float:
+        return cfg.head_lr if name.startswith("head.") else cfg.lr
+
+    groups = adamw_param_groups(clf.named_parameters(), lr_of, cfg.weight_decay, ("pos_embed", "cls_token"))
+    return torch.optim.AdamW(groups)
 
 
 def finetune(
@@ -237,7 +200,7 @@ def finetune(
     """
     from tqdm.auto import tqdm
 
-    from medflip.train.loop import autocast_context, warmup_cosine
+    from medflip.runtime import autocast_context, warmup_cosine
 
     cfg = cfg or FinetuneConfig()
     torch.manual_seed(cfg.seed)
@@ -277,7 +240,6 @@ def finetune(
     return clf, {"steps": steps, "final_loss": float(np.mean(tail)) if tail else float("nan")}
 
 
-@torch.inference_mode()
 def classifier_proba(
     clf: ImageClassifier,
     images,
@@ -286,15 +248,17 @@ def classifier_proba(
     batch_size: int = 64,
     precision: str = "auto",
 ) -> np.ndarray:
-    from medflip.train.loop import autocast_context
-
+    """Class probabilities [N, C] of a fine-tuned classifier on uint8 images [N, H, W]."""
     clf.eval()
-    out = []
-    for x in _batches(images, batch_size):
-        with autocast_context(device, precision):
-            logits = clf(normalize(x.to(device), image_size))
-        out.append(logits.float().softmax(-1).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, clf.head.out_features))
+    return map_images(
+        lambda x: clf(x).float().softmax(-1),
+        images,
+        image_size,
+        device,
+        clf.head.out_features,
+        batch_size=batch_size,
+        precision=precision,
+    ).numpy()
 
 
 # ------------------------------------------------------------------------------------------ driver
@@ -373,7 +337,7 @@ def run_supervised(
 
 def plot_fractions(result: dict, out_png, title: str = ""):
     """Accuracy, macro-F1 and AUROC (with 95% CI bars) against the training fraction, log x axis."""
-    from medflip.evaluate.plots import plt  # pyplot with the Agg backend selected
+    from medflip.evaluate.plots import plt, save_figure  # pyplot with the Agg backend selected
 
     rs = result["results"]
     x = [r["fraction"] * 100 for r in rs]
@@ -392,7 +356,4 @@ def plot_fractions(result: dict, out_png, title: str = ""):
     ax.set_title(title or result["mode"])
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out_png)
-    plt.close(fig)
-    return out_png
+    return save_figure(fig, out_png)

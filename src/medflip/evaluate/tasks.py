@@ -12,6 +12,15 @@ from medflip.errors import UserError
 from medflip.observations import COMPETITION_TASKS, OBSERVATIONS, single_class
 
 NORMAL_CLASS_NAMES = {"normal", "no finding", "no_finding", "negative"}
+# Other spellings of a class name -> the one name medflip uses (manifests written before the COVID adapter
+# named its class COVID-19 say COVID). Compared lower-case.
+CLASS_ALIASES = {"covid": "covid-19", "covid19": "covid-19", "covid_19": "covid-19"}
+
+
+def canonical_class(name: str) -> str:
+    """Lower-case class name with aliases resolved: "COVID" and "covid-19" -> "covid-19"."""
+    low = str(name).strip().lower()
+    return CLASS_ALIASES.get(low, low)
 
 
 def chexpert5_targets(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -26,13 +35,13 @@ def chexpert5_targets(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def binary_targets(values: np.ndarray, classes: np.ndarray, positive: str) -> tuple[np.ndarray, np.ndarray]:
     """Positive vs normal. Positive: the label column `positive` is 1 (or, for names outside the 14
-    observations such as COVID-19, the `class` column equals it). Normal: No Finding is 1 (or class is
+    observations such as COVID-19, the `class` column equals it, case and aliases aside). Normal: No Finding is 1 (or class is
     normal). Returns (y [n] 0 = normal / 1 = positive, kept rows)."""
-    cls = np.char.lower(np.asarray(classes, dtype=str))
+    cls = np.array([canonical_class(c) for c in np.asarray(classes, dtype=str)], dtype=str)
     if positive in OBSERVATIONS:
         pos = values[:, OBSERVATIONS.index(positive)] == 1
     else:
-        pos = cls == positive.lower()
+        pos = cls == canonical_class(positive)
     normal = (
         (values[:, OBSERVATIONS.index("No Finding")] == 1) | np.isin(cls, list(NORMAL_CLASS_NAMES))
     ) & ~pos

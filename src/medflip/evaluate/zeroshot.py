@@ -1,4 +1,4 @@
-"""Zero-shot classification and image-text retrieval with a trained MedFLIP model (SPEC §5)."""
+"""Zero-shot classification and image-text retrieval with a trained MedFLIP model (docs/evaluation.md)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medflip.data.augment import normalize
+from medflip.evaluate.inference import map_images
 from medflip.evaluate.metrics import bootstrap_all, classification_metrics, confusion, precision_recall_at_k
 from medflip.model.medflip import MedFLIP
 
 
-@torch.inference_mode()
 def encode_images(
     model: MedFLIP,
     images_u8: np.ndarray,
@@ -21,22 +20,19 @@ def encode_images(
 ) -> torch.Tensor:
     """images_u8: [N, H, W] uint8 (array or memory map) -> [N, E] unit vectors (CPU, float32).
 
-    precision: "auto" (bf16 autocast on CUDA, fp32 elsewhere), "bf16" or "fp32". On CPUs with AVX512-BF16
-    or AMX, "bf16" is 2-3x faster than fp32 (measured in the README).
+    precision: "auto" (bf16 autocast on CUDA, fp32 elsewhere), "bf16" or "fp32" (see `map_images`).
     """
-    from tqdm.auto import tqdm
-
-    from medflip.train.loop import autocast_context
-
-    size = model.cfg.vision.image_size
-    out = []
-    for i in tqdm(
-        range(0, len(images_u8), batch_size), disable=not progress, desc="encode images", unit="batch"
-    ):
-        x = torch.from_numpy(np.array(images_u8[i : i + batch_size])).unsqueeze(1)  # a writable copy
-        with autocast_context(model.device, precision):
-            out.append(model.encode_image(normalize(x.to(model.device), size)).float().cpu())
-    return torch.cat(out) if out else torch.zeros(0, model.cfg.embed_dim)
+    return map_images(
+        model.encode_image,
+        images_u8,
+        model.cfg.vision.image_size,
+        model.device,
+        model.cfg.embed_dim,
+        batch_size=batch_size,
+        precision=precision,
+        progress=progress,
+        desc="encode images",
+    )
 
 
 @torch.inference_mode()

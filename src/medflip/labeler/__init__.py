@@ -1,4 +1,4 @@
-"""Knowledge extraction (SPEC §4): a fast rule-based CheXpert-style report labeler.
+"""Knowledge extraction (docs/labeler.md): a fast rule-based CheXpert-style report labeler.
 
     from medflip.labeler import label_report
     labels = label_report("Mild cardiomegaly. No pleural effusion or pneumothorax.")

@@ -77,7 +77,7 @@ class ReportLabels:
     other_findings: list[Evidence] = field(default_factory=list)
 
     def vector(self, uncertain: str = "positive") -> np.ndarray:
-        """float32 [14] in {0, 1}, uncertain mapped by the policy (SPEC §3)."""
+        """float32 [14] in {0, 1}, uncertain mapped by the policy (medflip.observations.to_label_vector)."""
         return to_label_vector([self.values[o] for o in OBSERVATIONS], uncertain)
 
 

@@ -193,7 +193,7 @@ def _cell(value: int | None) -> str:
 def write_labels_csv(
     path: str | os.PathLike[str], id_column: str, ids: Sequence[str], values: Iterable[Sequence[int | None]]
 ) -> None:
-    """CheXpert labeler format: id column, then one column per observation (SPEC §1 names): 1 / 0 / -1 / blank."""
+    """CheXpert labeler format: id column, then one column per observation (the names of medflip.observations.OBSERVATIONS): 1 / 0 / -1 / blank."""
     try:
         with open(path, "w", encoding="utf-8", errors="replace", newline="") as handle:
             writer = csv.writer(handle)

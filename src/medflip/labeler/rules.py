@@ -131,7 +131,9 @@ def load_observation_rules(path: Path) -> tuple[list[Role], list[AttributeGroup]
     data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     unknown = set(data) - set(ALL_OBSERVATIONS)
     if unknown:
-        raise UserError(f"{path}: unknown observation(s) {sorted(unknown)}; names must match SPEC §1")
+        raise UserError(
+            f"{path}: unknown observation(s) {sorted(unknown)}; names must be the 14 CheXpert observations of medflip.observations.OBSERVATIONS"
+        )
     roles: list[Role] = []
     groups: list[AttributeGroup] = []
     for name, block in data.items():

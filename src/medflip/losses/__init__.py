@@ -1,12 +1,11 @@
-"""MedFLIP losses (SPEC §3): semantic matching, negative suppression, SVD; optional MAE / MLM terms live
-with their heads in medflip.model and are weighted here."""
+"""MedFLIP losses: semantic matching, negative suppression, SVD, and the objective that combines them with the
+optional MAE / MLM terms over one or many processes (`MedFLIPObjective`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
+from medflip.losses.objective import Comm, MedFLIPObjective, ObjectiveResult, SimulatedWorld
 from medflip.losses.semantic import (
     label_similarity,
     negative_suppression_loss,
@@ -16,8 +15,11 @@ from medflip.losses.semantic import (
 from medflip.losses.svd import svd_loss, top_singular_values
 
 __all__ = [
+    "Comm",
     "LossConfig",
-    "contrastive_losses",
+    "MedFLIPObjective",
+    "ObjectiveResult",
+    "SimulatedWorld",
     "label_similarity",
     "negative_suppression_loss",
     "semantic_matching_loss",
@@ -35,24 +37,11 @@ class LossConfig:
     lambda_neg: float = 1.0  # negative-suppression weight (0 disables)
     beta_svd: float = 0.1  # SVD-loss weight (0 disables)
     svd_tau: float = 0.07  # temperature of the SVD logits
-    recon_weight: float = 0.0  # MAE reconstruction term (needs mask_ratio > 0)
+    recon_weight: float = 0.0  # MAE reconstruction term (needs train.mask_ratio > 0)
     mlm_weight: float = 0.0  # MLM term (needs train.text_mask_ratio > 0)
     uncertain: str = "positive"  # uncertain label policy: positive | negative | ignore
-
-
-def contrastive_losses(
-    image_embeds: torch.Tensor,
-    text_embeds: torch.Tensor,
-    logit_scale: torch.Tensor,
-    image_labels: torch.Tensor | None,
-    text_labels: torch.Tensor | None,
-    cfg: LossConfig,
-) -> dict[str, torch.Tensor]:
-    """L_sm and L_neg from (possibly all-gathered) features [N, E], [M, E] and labels [N, K], [M, K]."""
-    logits = logit_scale.exp() * image_embeds.float() @ text_embeds.float().t()
-    s, y, y_t = soft_targets(image_labels, text_labels, cfg.tau_s, n=logits.shape[0])
-    s, y, y_t = s.to(logits.device), y.to(logits.device), y_t.to(logits.device)
-    out = {"sm": semantic_matching_loss(logits, y, y_t)}
-    if cfg.lambda_neg:
-        out["neg"] = negative_suppression_loss(logits, s)
-    return out
+    # labels: MedCLIP soft targets from report labels | identity: CLIP (paired data: each image's own report)
+    targets: str = "labels"
+    # each rank computes only its own rows (its images vs all texts, its texts vs all images): the same
+    # gradient as the full loss, at n_local x N_global cost per rank instead of N_global^2 (docs/method.md)
+    local_loss: bool = True

@@ -1,4 +1,4 @@
-"""Semantic soft targets and the contrastive terms of MedFLIP (SPEC §3, paper Eq. 1-5 and 7).
+"""Semantic soft targets and the contrastive terms of MedFLIP (paper Eq. 1-5 and 7; docs/method.md).
 
 Every function takes features and label vectors only (already all-gathered under DDP), nothing about
 the model or the data, so the same code serves one process and many.
@@ -16,12 +16,26 @@ def label_similarity(
     """Cosine similarity of label vectors: [N, K], [M, K] -> s [N, M] in [0, 1].
 
     An all-zero label vector has similarity 0 to everything (its norm is clamped by eps, not divided by 0).
+
+    NaN marks an *unknown* dimension (an uncertain finding under `--loss.uncertain ignore`, see
+    `medflip.observations.to_label_vector`). s_ij is then the cosine over the dimensions known in both
+    a_i and b_j: a dimension uncertain in either vector is left out of that pair only, not of the batch.
+    With known masks m (1 = known) and a, b zero where unknown, that is three matmuls:
+        num = a @ b^T,  |a_i|^2 over b_j's known dims = (a^2) @ m_b^T,  |b_j|^2 over a_i's = m_a @ (b^2)^T.
+    Without NaN this is exactly the plain cosine.
     """
     a = image_labels.float()
     b = text_labels.float()
-    a = a / a.norm(dim=-1, keepdim=True).clamp(min=eps)
-    b = b / b.norm(dim=-1, keepdim=True).clamp(min=eps)
-    return a @ b.t()
+    ma, mb = ~torch.isnan(a), ~torch.isnan(b)
+    if bool(ma.all()) and bool(mb.all()):
+        a = a / a.norm(dim=-1, keepdim=True).clamp(min=eps)
+        b = b / b.norm(dim=-1, keepdim=True).clamp(min=eps)
+        return a @ b.t()
+    a, b = torch.where(ma, a, 0.0), torch.where(mb, b, 0.0)
+    num = a @ b.t()
+    a_sq = (a * a) @ mb.float().t()  # [N, M]: |a_i|^2 over the dims known in b_j
+    b_sq = ma.float() @ (b * b).t()  # [N, M]: |b_j|^2 over the dims known in a_i
+    return num / (a_sq.sqrt().clamp(min=eps) * b_sq.sqrt().clamp(min=eps))
 
 
 def soft_targets(
@@ -61,7 +75,7 @@ def semantic_matching_loss(logits: torch.Tensor, y: torch.Tensor, y_t: torch.Ten
 def negative_suppression_loss(logits: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     """L_neg = -1/N sum_i sum_{j != i} (1 - s_ij) log(1 - yhat_ij), yhat = softmax_j(z).
 
-    The printed Eq. 7 has the opposite sign, which would pull negatives together (SPEC §7.1). Weighting by
+    The printed Eq. 7 has the opposite sign, which would pull negatives together (docs/method.md, deviation 1). Weighting by
     label dissimilarity (1 - s) leaves false negatives (same findings, different study) alone.
     p is clamped at 1 - 1e-6 so log(1 - p) stays finite when a logit dominates its row.
     """

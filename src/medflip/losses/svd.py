@@ -1,4 +1,4 @@
-"""SVD loss (paper Eq. 6, SPEC §3): contrast on the top singular value of patch x word similarities.
+"""SVD loss (paper Eq. 6; docs/method.md): contrast on the top singular value of patch x word similarities.
 
 For image i and text j, M_ij = P_i T_j^T / sqrt(n_v n_t) with P_i [n_v, E] the normalised projected visible
 patches and T_j [n_t, E] the normalised projected real tokens. sigma_ij = sigma_1(M_ij) in [0, 1] measures

@@ -123,9 +123,11 @@ class MedFLIP(nn.Module):
         attention_mask: torch.Tensor,
         mask_ratio: float = 0.0,
         return_tokens: bool = False,
+        mask_noise: torch.Tensor | None = None,
     ) -> MedFLIPOutput:
-        """images: [N, C, H, W] normalised; input_ids / attention_mask: [M, T]."""
-        img_pooled, img_hidden, ids_keep = self.vision(images, mask_ratio)
+        """images: [N, C, H, W] normalised; input_ids / attention_mask: [M, T]; mask_noise: [N, L] or None
+        (patch-masking noise; training draws it per sample from the seed and step, see train/step.py)."""
+        img_pooled, img_hidden, ids_keep = self.vision(images, mask_ratio, mask_noise)
         txt_pooled, txt_hidden = self.text(input_ids, attention_mask)
         out = MedFLIPOutput(
             image_embeds=F.normalize(self.image_proj(img_pooled), dim=-1),

@@ -29,18 +29,25 @@ class VisionConfig:
     checkpoint: str = ""  # optional local timm / MAE / DINO weights file (safetensors, .pth, .bin)
 
 
-def random_masking(x: torch.Tensor, mask_ratio: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Keep a random subset of patches per sample (MAE / FLIP).
+def random_masking(
+    x: torch.Tensor, mask_ratio: float, noise: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keep a random subset of patches per sample (MAE / FLIP): the L_keep patches of lowest noise.
 
-    x: [N, L, D] patch tokens (position embedding already added).
+    x: [N, L, D] patch tokens (position embedding already added); noise: [N, L] or None (drawn here, on x's
+    device, from the global RNG). Training passes noise drawn from (seed, step) for the global batch and sliced
+    to this rank's rows, so the masks do not depend on the number of processes.
     Returns (x_visible [N, L_keep, D], ids_keep [N, L_keep]) with L_keep = floor(L * (1 - mask_ratio)).
-    The noise is made on x's device, so masking never forces a host-device copy.
     """
     n, length, dim = x.shape
     keep = int(math.floor(length * (1.0 - mask_ratio)))
     if not 0 < keep <= length:
         raise ValueError(f"mask_ratio={mask_ratio} leaves {keep} of {length} patches")
-    noise = torch.rand(n, length, device=x.device)
+    if noise is None:
+        noise = torch.rand(n, length, device=x.device)
+    elif noise.shape != (n, length):
+        raise ValueError(f"mask noise has shape {tuple(noise.shape)}, expected {(n, length)}")
+    noise = noise.to(x.device)
     ids_keep = torch.argsort(noise, dim=1)[:, :keep]
     x_visible = torch.gather(x, 1, ids_keep.unsqueeze(-1).expand(-1, -1, dim))
     return x_visible, ids_keep
@@ -76,11 +83,12 @@ class MaskedViT(nn.Module):
             load_vision_checkpoint(self, cfg.checkpoint)
 
     def forward(
-        self, images: torch.Tensor, mask_ratio: float = 0.0
+        self, images: torch.Tensor, mask_ratio: float = 0.0, noise: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """images: [N, C, H, W] -> (pooled [N, D], visible patch tokens [N, L_keep, D], ids_keep [N, L_keep] or None).
 
-        Masking is applied only in training mode; evaluation always sees every patch.
+        Masking is applied only in training mode; evaluation always sees every patch. noise: [N, L] masking
+        noise (see `random_masking`), None to draw it here.
         """
         vit = self.vit
         x = vit.patch_embed(images)  # [N, L, D]
@@ -92,7 +100,7 @@ class MaskedViT(nn.Module):
             cls = vit.cls_token + vit.pos_embed[:, :1]
         ids_keep = None
         if self.training and mask_ratio > 0:
-            x, ids_keep = random_masking(x, mask_ratio)
+            x, ids_keep = random_masking(x, mask_ratio, noise)
         x = torch.cat([cls.expand(x.shape[0], -1, -1), x], dim=1)  # the class token is never masked
         x = vit.norm_pre(vit.pos_drop(x))
         x = vit.blocks(x)

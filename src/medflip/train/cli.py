@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from medflip.data.texts import load_text_reports  # noqa: F401  (re-exported: older imports)
 from medflip.errors import UserError
 
 DESCRIPTION = """Pre-train a MedFLIP model.
@@ -21,111 +22,6 @@ Examples:
   medflip pretrain --config my.yaml --train.mask_ratio 0.75
   medflip pretrain --config my.yaml --resume        # continue from the last checkpoint of train.out
 """
-
-
-def load_text_reports(source: str, text_column: str) -> list[str]:
-    """Report texts of a corpus: "iu" or a CSV / JSONL file with `text_column`."""
-    if source == "iu":
-        from medflip.data.iu_reports import load_iu_reports
-
-        return [r.text for r in load_iu_reports() if r.text]
-    import pandas as pd
-
-    path = Path(source)
-    if not path.is_file():
-        raise UserError(f"data.texts: {source!r} is neither 'paired', 'iu' nor an existing CSV/JSONL file")
-    try:
-        df = (
-            pd.read_json(path, lines=True)
-            if path.suffix in (".jsonl", ".json")
-            else pd.read_csv(path, dtype=str)
-        )
-    except ValueError as e:
-        raise UserError(f"cannot read text corpus {path}: {e}") from e
-    if text_column not in df.columns:
-        raise UserError(f"{path} has no column {text_column!r} (columns: {', '.join(map(str, df.columns))})")
-    texts = df[text_column].fillna("").astype(str).str.strip()
-    empty = int((texts == "").sum())
-    if empty:
-        print(f"text corpus {path}: skipped {empty} of {len(texts)} rows without text")
-    kept = texts[texts != ""].tolist()
-    if not kept:
-        raise UserError(f"text corpus {path} has no non-empty {text_column!r} values")
-    return kept
-
-
-def balance_text_corpus(
-    corpus, per_class: int, classes, paired: bool, seed: int, text_mode: str = "sentence"
-):
-    """The class-balanced sentence corpus of `--data.balance_text`, with a line on what it could draw from."""
-    import numpy as np
-
-    from medflip.observations import OBSERVATIONS
-
-    if paired:
-        raise UserError(
-            "--data.balance_text needs decoupled text (--data.texts iu or a corpus file): "
-            "paired reports belong to their images"
-        )
-    if text_mode != "sentence":
-        raise UserError("--data.balance_text balances sentences: use it with --data.text_mode sentence")
-    unknown = [c for c in classes if c not in OBSERVATIONS]
-    if unknown:
-        raise UserError(f"--data.balance_classes: unknown {unknown}; valid: {', '.join(OBSERVATIONS)}")
-    labels = np.concatenate(corpus.sentence_labels)
-    counts = {c: int((labels[:, OBSERVATIONS.index(c)] > 0).sum()) for c in classes}
-    print(
-        f"balanced text: {per_class} sentences per class from "
-        + ", ".join(f"{c} {n}" for c, n in counts.items())
-        + f" positive sentences, plus {per_class} at random (of {len(labels)})"
-    )
-    missing = [c for c, n in counts.items() if n == 0]
-    if missing:
-        print(f"balanced text: no sentence is positive for {', '.join(missing)}; those classes get none")
-    return corpus.balanced_sentences(per_class, np.random.default_rng([seed, 3]), tuple(classes))
-
-
-def build_batches(cfg, device):
-    """The cache split + text corpus named by cfg.data, as seeded decoupled (or paired) batches."""
-    from medflip.data.cache import open_cache
-    from medflip.data.streams import DecoupledBatches, TextCorpus
-
-    dc = cfg.data
-    if not dc.cache:
-        raise UserError("no images: pass --data.cache DIR (a folder written by `medflip data cache`)")
-    cache = open_cache(dc.cache, dc.split)
-    if dc.fraction != 1.0:  # data-efficiency runs: a seeded random subset (images, rows, labels alike)
-        from medflip.evaluate.efficiency import subset_cache
-
-        cache = subset_cache(cache, dc.fraction, cfg.train.seed)
-    paired = dc.texts == "paired"
-    if paired:
-        reports = cache.rows["report"].fillna("").astype(str).tolist()
-        missing = sum(1 for r in reports if not r.strip())
-        if missing:
-            raise UserError(
-                f"--data.texts paired: {missing} of {len(reports)} images in {dc.cache} ({dc.split}) have no report; "
-                "use --data.texts iu or a text corpus file (decoupled training)"
-            )
-    else:
-        reports = load_text_reports(dc.texts, dc.text_column)
-    corpus = TextCorpus.from_reports(reports, uncertain=cfg.loss.uncertain)
-    if dc.balance_text > 0:
-        corpus = balance_text_corpus(
-            corpus, dc.balance_text, dc.balance_classes, paired, cfg.train.seed, dc.text_mode
-        )
-    return DecoupledBatches(
-        cache.images,
-        cache.labels(cfg.loss.uncertain),
-        corpus,
-        dc.batch_size,
-        cfg.model.vision.image_size,
-        seed=cfg.train.seed,
-        paired=paired,
-        text_mode=dc.text_mode,
-        augment=dc.augment_cfg if dc.augment else None,
-        device=device,
-    )
 
 
 def cache_meta(cache_dir: str) -> dict:
@@ -218,15 +114,14 @@ def _main(args: argparse.Namespace) -> int:
     import torch
 
     from medflip.config import config_from_args
+    from medflip.data.sources import build_batches
     from medflip.model.medflip import MedFLIP
+    from medflip.runtime import resolve_device
     from medflip.train.config import PretrainConfig
-    from medflip.train.loop import pretrain, resolve_device
+    from medflip.train.distributed import finish_distributed, is_main_process
+    from medflip.train.loop import pretrain
 
-    cfg = config_from_args(PretrainConfig, args)
-    if cfg.loss.recon_weight > 0:
-        cfg.model.reconstruction_decoder = True
-    if cfg.loss.mlm_weight > 0 or cfg.train.text_mask_ratio > 0:
-        cfg.model.mlm_head = True
+    cfg = config_from_args(PretrainConfig, args).resolved()
     device = resolve_device(cfg.train.device)
     batches = build_batches(cfg, device)
     torch.manual_seed(cfg.train.seed)
@@ -234,6 +129,9 @@ def _main(args: argparse.Namespace) -> int:
     model.preprocess_cfg = cache_preprocessing(cfg.data.cache)  # saved in config.json: medflip.load replays it
     validate = build_validator(cfg, device)
     run = pretrain(model, batches, cfg, resume=args.resume, progress=not args.no_progress, validate=validate)
+    if not is_main_process():  # under torchrun, rank 0 alone writes the card and reports
+        finish_distributed()
+        return 0
     if (run / "model" / "config.json").is_file():
         from medflip.train.card import write_model_card
 
@@ -247,4 +145,5 @@ def _main(args: argparse.Namespace) -> int:
         }
         write_model_card(run / "model", cfg, run, data)
     print(f"done: {run / 'model'} (log: {run / 'log.csv'}, checkpoints: {run / 'checkpoints'})")
+    finish_distributed()
     return 0

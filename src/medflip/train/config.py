@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 from medflip.data.augment import AugmentConfig
+from medflip.errors import UserError
 from medflip.losses import LossConfig
 from medflip.model.medflip import ModelConfig
 from medflip.observations import COMPETITION_TASKS
@@ -23,6 +25,8 @@ class DataConfig:
     balance_text: int = 0
     balance_classes: tuple[str, ...] = COMPETITION_TASKS  # observation names, comma-separated on the CLI
     batch_size: int = 32
+    # evaluation caches (comma-separated on the CLI): warn when they share patients with the training split
+    eval_caches: tuple[str, ...] = ()
     augment: bool = True
     augment_cfg: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -76,3 +80,37 @@ class PretrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def resolved(self) -> PretrainConfig:
+        """A copy with the settings that follow from others filled in, after checking they fit together.
+
+        - the MAE decoder exists when loss.recon_weight > 0; the MLM head when loss.mlm_weight > 0 or
+          train.text_mask_ratio > 0 (so `pretrain()` callers and the CLI build the same model);
+        - a loss weight > 0 whose term could never run is an error, not a silently skipped term;
+        - identity (CLIP) targets need paired data: with decoupled text, image i and text i are unrelated.
+        Idempotent: resolving a resolved config changes nothing.
+        """
+        cfg = copy.deepcopy(self)
+        lc, tc = cfg.loss, cfg.train
+        if lc.recon_weight > 0:
+            if tc.mask_ratio <= 0:
+                raise UserError(
+                    "loss.recon_weight > 0 reconstructs masked patches: it needs train.mask_ratio > 0"
+                )
+            cfg.model.reconstruction_decoder = True
+        if lc.mlm_weight > 0 and tc.text_mask_ratio <= 0:
+            raise UserError("loss.mlm_weight > 0 predicts masked words: it needs train.text_mask_ratio > 0")
+        if lc.mlm_weight > 0 or tc.text_mask_ratio > 0:
+            cfg.model.mlm_head = True
+        if lc.targets not in ("labels", "identity"):
+            raise UserError(f"loss.targets must be 'labels' or 'identity', got {lc.targets!r}")
+        if lc.targets == "identity" and cfg.data.texts != "paired":
+            raise UserError(
+                "loss.targets identity (CLIP) treats image i and text i as the only positive pair: it needs "
+                f"paired data (--data.texts paired), not decoupled text ({cfg.data.texts!r})"
+            )
+        if not 0 <= tc.mask_ratio < 1:
+            raise UserError(f"train.mask_ratio must be in [0, 1), got {tc.mask_ratio}")
+        if cfg.data.batch_size < 1:
+            raise UserError(f"data.batch_size must be >= 1, got {cfg.data.batch_size}")
+        return cfg

@@ -117,7 +117,7 @@ def normal_labels() -> dict[str, int | None]:
 
 
 def report_labels(texts: Sequence[str]) -> list[dict[str, int | None]]:
-    """Label report texts with the rule-based labeler (SPEC §4); identical texts are labeled once."""
+    """Label report texts with the rule-based labeler (docs/labeler.md); identical texts are labeled once."""
     try:
         from medflip.labeler import label_report
     except ImportError as e:

@@ -8,6 +8,9 @@ Labels come from the CSV (the CheXpert labeler's output): 1 / 0 / -1 / blank, ke
 ``--uncertain positive|negative|ignore`` rewrites -1 at import (default ``keep``: the trainer applies its
 own policy). Views as torchxrayvision reads them: Frontal -> the AP/PA column, Lateral -> LATERAL.
 Splits: train.csv -> train, valid.csv -> val (official).
+``--exclude MANIFEST`` drops every image of a patient that appears in MANIFEST (e.g. the CheXpert-5x200
+manifest, which is drawn from train.csv): pre-train on what is left and the 5x200 evaluation is held out by
+patient, as in GLoRIA / MedCLIP. The number of images and patients dropped is printed.
 
 CheXpert-5x200 (MedCLIP / GLoRIA protocol): from one split (``--split train`` default, the 234-image
 valid set is too small), frontal views only, for each of the 5 competition tasks ``--per-class`` (200)
@@ -99,7 +102,24 @@ def run(ctx: ImportContext) -> pd.DataFrame:
     out = pd.concat([read_split(ctx, n) for n in present], ignore_index=True)
     if ctx.opt("frontal_only", False):
         out = out[out["view"] != "LATERAL"].reset_index(drop=True)
+    if ctx.opt("exclude"):
+        out = exclude_patients(out, Path(ctx.opt("exclude")))
     return out
+
+
+def exclude_patients(df: pd.DataFrame, manifest: Path) -> pd.DataFrame:
+    """df without the rows of any patient of `manifest` (a medflip manifest, e.g. CheXpert-5x200)."""
+    from medflip.data.manifest import read_manifest
+
+    held_out = set(read_manifest(manifest, resolve_paths=False)["patient_id"].astype(str)) - {""}
+    if not held_out:
+        raise UserError(f"--exclude {manifest}: the manifest has no patient ids to exclude")
+    drop = df["patient_id"].astype(str).isin(held_out)
+    print(
+        f"--exclude {manifest}: dropped {int(drop.sum())} images of {df.loc[drop, 'patient_id'].nunique()} "
+        f"patients (of {len(held_out)} patients listed there)"
+    )
+    return df[~drop].reset_index(drop=True)
 
 
 def run_5x200(ctx: ImportContext) -> pd.DataFrame:

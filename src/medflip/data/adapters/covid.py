@@ -4,8 +4,10 @@ Layout: ``ROOT/{COVID,Normal,Lung_Opacity,Viral Pneumonia}/images/*.png`` (v4+; 
 PNGs directly in the class folder; ``masks/`` folders are ignored). ROOT may also be the folder above
 ``COVID-19_Radiography_Dataset``. ``--classes COVID,Normal`` restricts to the MedCLIP task (COVID vs Normal).
 
-Labels (``class`` keeps the dataset's name, which is what the COVID zero-shot task uses):
-COVID -> Pneumonia = 1, No Finding = 0 (the positives are largely COVID-19 pneumonia films; an approximation,
+``class``: the folder name, except the ``COVID`` folder, whose class is ``COVID-19``: the one name used
+everywhere (the zero-shot prompts, ``--task binary --positive COVID-19``); ``--classes`` accepts either.
+
+Labels: COVID -> Pneumonia = 1, No Finding = 0 (the positives are largely COVID-19 pneumonia films; an approximation,
 documented); Normal -> No Finding = 1, the rest 0; Lung_Opacity -> Lung Opacity = 1, No Finding = 0;
 Viral Pneumonia -> Pneumonia = 1, No Finding = 0. Everything else blank.
 
@@ -22,7 +24,8 @@ import pandas as pd
 from medflip.data.adapters._common import ImportContext, blank_labels, list_images, normal_labels
 from medflip.errors import UserError
 
-CLASSES = ("COVID", "Normal", "Lung_Opacity", "Viral Pneumonia")
+CLASSES = ("COVID", "Normal", "Lung_Opacity", "Viral Pneumonia")  # the dataset's folders
+CLASS_NAME = {"COVID": "COVID-19"}  # folder -> manifest `class` (others keep the folder name)
 
 
 def labels_for(cls: str) -> dict[str, int | None]:
@@ -47,10 +50,14 @@ def _dataset_root(root: Path) -> Path:
 
 def run(ctx: ImportContext) -> pd.DataFrame:
     root = _dataset_root(ctx.root)
-    wanted = [c.strip() for c in str(ctx.opt("classes", ",".join(CLASSES))).split(",") if c.strip()]
-    unknown = [c for c in wanted if c not in CLASSES]
+    folder_of = {c.lower(): c for c in CLASSES} | {n.lower(): f for f, n in CLASS_NAME.items()}
+    asked = [c.strip() for c in str(ctx.opt("classes", ",".join(CLASSES))).split(",") if c.strip()]
+    unknown = [c for c in asked if c.lower() not in folder_of]
     if unknown:
-        raise UserError(f"unknown COVID class(es) {unknown}; the database has {list(CLASSES)}")
+        raise UserError(
+            f"unknown COVID class(es) {unknown}; the database has {list(CLASSES)} (COVID is class COVID-19)"
+        )
+    wanted = list(dict.fromkeys(folder_of[c.lower()] for c in asked))
     rows = []
     for cls in wanted:
         folder = root / cls
@@ -68,7 +75,7 @@ def run(ctx: ImportContext) -> pd.DataFrame:
                     "study_id": path.stem,
                     "view": "",
                     "split": "",
-                    "class": cls,
+                    "class": CLASS_NAME.get(cls, cls),
                     **labels_for(cls),
                 }
             )

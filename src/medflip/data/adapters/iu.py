@@ -5,7 +5,7 @@ Layout: report XMLs (``ecgen-radiology/N.xml``, anywhere under ROOT, or ``--repo
 (``NLMCXR_png/CXR1_1_IM-0001-3001.png``) anywhere under ROOT. Each XML's ``<parentImage id=...>`` lists
 its images; each image becomes one row with the report's findings + impression.
 
-Labels from medflip's report labeler (SPEC §4) on findings + impression; the NLM MeSH major terms are kept
+Labels from medflip's report labeler (docs/labeler.md) on findings + impression; the NLM MeSH major terms are kept
 in ``mesh`` for reference. View: torchxrayvision's t-SNE-derived PA / lateral table (more reliable than
 the DICOM header, per torchxrayvision), else the DICOM "View Position" it also bundles. Patient = the
 report uid (IU has one report per patient). A report with neither findings nor impression is a bad row.

@@ -7,7 +7,7 @@ mimic-cxr-reports.zip) are looked up at ``REPORTS/files/pNN/pXXXXXXXX/sYYYYYYYY.
 distributed ``mimic-cxr-reports.zip`` (read in place; found automatically in ROOT).
 
 - Labels: the study's row in -chexpert.csv (the official CheXpert-labeler output); studies missing from
-  it are labeled from their report by medflip's labeler (SPEC §4).
+  it are labeled from their report by medflip's labeler (docs/labeler.md).
 - Report text: the FINDINGS and IMPRESSION sections (also kept in the ``findings`` / ``impression``
   columns); a report with neither falls back to its last paragraph (as the MIMIC-CXR section parser
   does). A study whose report is missing or empty is a bad row; when no report is found at all (the user
