@@ -26,8 +26,9 @@ from medflip.evaluate.prompts import chexpert_prompts
 from medflip.evaluate.zeroshot import encode_images, retrieval, zero_shot
 from medflip.model.medflip import MedFLIP
 from medflip.observations import COMPETITION_TASKS
+from medflip.runtime import resolve_device
 from medflip.train.config import PretrainConfig
-from medflip.train.loop import pretrain, resolve_device
+from medflip.train.loop import pretrain
 
 
 def cpu_has_bf16() -> bool:
