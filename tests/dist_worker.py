@@ -31,7 +31,7 @@ WORDS = "left right small large mild severe basal apical bilateral patchy new st
 
 
 def tiny_config(out, steps: int = 6, local_loss: bool = True) -> PretrainConfig:
-    """Every term on: masking, SVD, MAE reconstruction, MLM."""
+    """Every term on: masking, SVD, MAE reconstruction, MLM; FLIP's unmasked tuning on the last step."""
     cfg = PretrainConfig()
     cfg.model.vision.size = "tiny"
     cfg.model.vision.image_size = 32
@@ -42,6 +42,7 @@ def tiny_config(out, steps: int = 6, local_loss: bool = True) -> PretrainConfig:
     cfg.train.log_every = 1
     cfg.train.ckpt_every = 2
     cfg.train.mask_ratio = 0.5
+    cfg.train.unmasked_steps = 1  # the last step unmasked: the MAE decoder sits out (DDP find_unused_parameters)
     cfg.train.text_mask_ratio = 0.3
     cfg.train.precision = "fp32"
     cfg.train.device = "cpu"

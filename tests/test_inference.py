@@ -83,21 +83,23 @@ def test_preprocess_equals_the_cache_bit_exact(files, model_dir):
 
 
 def test_preprocess_follows_the_recorded_geometry(files, model_dir, tmp_path):
+    import shutil
+
+    from medflip.model.preprocess import Preprocess
+
     _, paths, _ = files
-    model = MedFLIP.from_pretrained(model_dir)
-    model.preprocess_cfg = PreprocessConfig(cache_size=64)  # a model trained from a 64 px cache
-    out = model.save_pretrained(tmp_path / "m64")
+    out = shutil.copytree(model_dir, tmp_path / "m64")
+    meta = json.loads((out / "config.json").read_text())
+    meta["preprocess"]["cache_size"] = 64  # a model trained from a 64 px cache
+    (out / "config.json").write_text(json.dumps(meta))
     _, pre64 = medflip.load(out, device="cpu")
     assert pre64.cache_size == 64 and pre64.to_uint8(paths[0]).shape == (64, 64)
-    assert not torch.equal(pre64(paths[0]), medflip.load(model_dir, device="cpu")[1](paths[0]))
-    meta = json.loads((out / "config.json").read_text())
+    assert not torch.equal(pre64(paths[0]), Preprocess(PreprocessConfig(cache_size=CACHE), 32)(paths[0]))
     meta.pop("preprocess")  # a model saved before the record: the model's own size is used
     (out / "config.json").write_text(json.dumps(meta))
-    assert medflip.load(out, device="cpu")[1].cache_size == 32
-    meta["preprocess"] = {"cache_size": 64, "resize": "center-crop"}
-    (out / "config.json").write_text(json.dumps(meta))
+    assert MedFLIP.from_pretrained(out).preprocess.cache_size == 32
     with pytest.raises(UserError, match="unknown resize mode 'center-crop'"):
-        medflip.load(out, device="cpu")[1]
+        Preprocess(PreprocessConfig.from_dict({"cache_size": 64, "resize": "center-crop"}), 32)
 
 
 def test_batched_encoders_and_predict_match_the_evaluation_code(files, model_dir, one_thread):

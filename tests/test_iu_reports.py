@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from medflip.data.iu_reports import IUReport, load_iu_reports, parse_iu_xml
 from medflip.errors import UserError
+from medflip.labeler.iu_reports import IUReport, load_iu_reports, parse_iu_xml
 
 XML = """<?xml version="1.0" encoding="utf-8"?>
 <eCitation><uId id="CXR{n}"/><MedlineCitation><Article><Abstract>

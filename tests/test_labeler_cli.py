@@ -76,10 +76,15 @@ def test_label_csv_output_format(tmp_path: Path, capsys: pytest.CaptureFixture) 
     assert rows[2]["Pneumonia"] == "-1"
     assert "1 row(s) without text" in capsys.readouterr().err
     hedged = tmp_path / "hedged.csv"
-    hedged.write_text("text\nOpacity may represent pneumonia.\n")
-    for policy, expected in (("ignore", ""), ("uncertain", "-1")):
-        assert main(["label", str(hedged), "--out", str(out), "--hypothetical", policy, "--no-progress"]) == 0
-        assert read_out(out)[0]["Pneumonia"] == expected
+    hedged.write_text("text\nOpacity may represent pneumonia. Evaluate for effusion.\n")
+    for flags, pneumonia, effusion in (
+        ([], "-1", ""),  # CheXpert convention (default): a hedge is uncertain, a question is no label
+        (["--convention", "iu"], "", ""),  # IU convention: "may represent X" is an alternative, no label
+        (["--hypothetical", "uncertain"], "-1", "-1"),
+    ):
+        assert main(["label", str(hedged), "--out", str(out), *flags, "--no-progress"]) == 0
+        row = read_out(out)[0]
+        assert (row["Pneumonia"], row["Pleural Effusion"]) == (pneumonia, effusion), flags
 
 
 def test_label_jsonl_and_sentences(tmp_path: Path) -> None:
@@ -177,3 +182,13 @@ def test_label_bench_runs(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Captur
     monkeypatch.setattr(bench, "_texts", lambda: ["Mild cardiomegaly. No effusion."] * 50)
     assert main(["label-bench", "--reports", "200"]) == 0
     assert "reports/s" in capsys.readouterr().out
+
+
+def test_worst_case_scan_lists_the_slowest_phrases() -> None:
+    from medflip.labeler.bench import format_worst_case, worst_case
+
+    rows = worst_case(size=300, top=4, separators=(", ",))
+    assert len(rows) == 4
+    slowest = [max(r["detail_ms"], r["fast_ms"]) for r in rows]
+    assert slowest == sorted(slowest, reverse=True)
+    assert "slowest 4" in format_worst_case(rows, 300)

@@ -31,8 +31,11 @@ def values(text: str) -> dict:
         ("No pneumothorax; small left pleural effusion.", "Pleural Effusion", 1),
         # scope ends at the sentence
         ("No pneumothorax. Small left pleural effusion.", "Pleural Effusion", 1),
-        # uncertainty
+        # uncertainty (the CheXpert convention: MIMIC's hedges)
         ("Cannot exclude pneumonia.", "Pneumonia", -1),
+        ("This may represent atelectasis or pneumonia.", "Pneumonia", -1),
+        ("Opacity could reflect atelectasis.", "Atelectasis", -1),
+        ("Findings suggestive of pulmonary edema.", "Edema", -1),
         ("Pneumonia cannot be excluded.", "Pneumonia", -1),
         ("Possible small right pleural effusion.", "Pleural Effusion", -1),
         ("Findings are suspicious for pneumonia.", "Pneumonia", -1),
@@ -84,7 +87,6 @@ def test_sentence_label(text: str, observation: str, expected: int) -> None:
         ("Degenerative changes of the endplates.", "Support Devices"),  # "plate" inside "endplate"
         ("The heart size is stable.", "Cardiomegaly"),  # neutral: no qualifier, no label
         ("Mediastinal contours are stable.", "Enlarged Cardiomediastinum"),
-        ("This may represent atelectasis or pneumonia.", "Pneumonia"),  # a differential, not a finding
         ("Recommend CT to evaluate for pulmonary nodule.", "Lung Lesion"),
         ("Heart size is at the upper limits of normal.", "Cardiomegaly"),  # normal, at the top
         ("Expansile lesion of the right 9th rib.", "Lung Lesion"),  # a bone lesion
@@ -108,7 +110,10 @@ def test_no_finding_rules() -> None:
     # any other positive or uncertain observation blocks it
     assert label_report("Mild cardiomegaly.").values["No Finding"] is None
     assert label_report("Cannot exclude pneumonia.").values["No Finding"] is None
-    # abnormalities outside the 14 observations block it too
+    # abnormalities outside the 14 observations block it in the IU convention (not in the CheXpert one)
+    from medflip.labeler.rules import default_rules
+
+    iu = default_rules(convention="iu")
     for text in (
         "Emphysema.",
         "Mild scoliosis.",
@@ -116,9 +121,10 @@ def test_no_finding_rules() -> None:
         "Small hiatal hernia.",
         "Low lung volumes.",
     ):
-        assert label_report(text).values["No Finding"] is None, text
+        assert label_report(text, iu).values["No Finding"] is None, text
+        assert label_report(text).values["No Finding"] == 1, text
     # ... unless negated
-    assert label_report("No emphysema. No hiatal hernia.").values["No Finding"] == 1
+    assert label_report("No emphysema. No hiatal hernia.", iu).values["No Finding"] == 1
     assert label_report("").values["No Finding"] is None
 
 
@@ -194,12 +200,107 @@ def test_normalize_keeps_offsets() -> None:
     assert len(normalize(text)) == len(text)
 
 
-def test_hypothetical_policy() -> None:
+def test_conventions_and_hypothetical_policy() -> None:
     from medflip.labeler.rules import default_rules
 
     text = "Patchy airspace disease, may reflect atelectasis or consolidation."
-    assert label_report(text).values["Atelectasis"] is None
-    (evidence,) = label_report(text).evidence["Atelectasis"]
+    chexpert = label_report(text).values  # the default convention
+    assert chexpert["Atelectasis"] == -1 and chexpert["Consolidation"] == -1
+    assert chexpert["Lung Opacity"] == 1  # before the hedge: not hedged
+    iu = label_report(text, default_rules(convention="iu"))
+    assert iu.values["Atelectasis"] is None
+    (evidence,) = iu.evidence["Atelectasis"]
     assert evidence.value is None and evidence.trigger == "may"
-    chexpert_like = label_report(text, default_rules("uncertain")).values
-    assert chexpert_like["Atelectasis"] == -1 and chexpert_like["Consolidation"] == -1
+    question = "Evaluate for pneumonia."
+    assert label_report(question).values["Pneumonia"] is None
+    assert label_report(question, default_rules("uncertain")).values["Pneumonia"] == -1
+
+
+@pytest.mark.parametrize(
+    "text, observation, chexpert, iu",
+    [
+        ("The heart size is borderline.", "Cardiomegaly", -1, 1),
+        ("Borderline enlarged cardiac silhouette.", "Cardiomegaly", -1, 1),
+        ("Heart size at the upper limits of normal.", "Cardiomegaly", 0, 0),
+        ("Nodular density in the right upper lobe.", "Lung Lesion", 1, None),
+        ("Nodular density in the right upper lobe.", "Lung Opacity", None, 1),
+        ("Calcified granuloma.", "No Finding", 1, None),  # Other Finding blocks No Finding only in IU
+        ("Emphysema.", "No Finding", 1, None),
+        ("Probable right lower lobe pneumonia.", "Pneumonia", -1, 1),
+        ("Likely atelectasis.", "Atelectasis", 1, 1),
+        ("Lungs are not clear.", "No Finding", None, None),  # an unnamed abnormality blocks in both
+    ],
+)
+def test_convention_differences(text: str, observation: str, chexpert, iu) -> None:
+    from medflip.labeler.rules import default_rules
+
+    assert label_report(text).values[observation] == chexpert
+    assert label_report(text, default_rules(convention="iu")).values[observation] == iu
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Plate-like atelectasis at the left base.",
+        "Platelike opacity in the right mid lung.",
+        "Discoid atelectasis in the lingula.",
+        "Bibasilar plate-like opacities.",
+    ],
+)
+def test_platelike_is_atelectasis_not_a_device(text: str) -> None:
+    v = label_report(text).values
+    assert v["Atelectasis"] == 1 and v["Support Devices"] is None, v
+
+
+NORMAL_SENTENCES = [
+    "The lungs are clear.",
+    "Lungs are clear bilaterally.",
+    "Clear lungs.",
+    "No acute cardiopulmonary process.",
+    "No acute cardiopulmonary abnormality.",
+    "No evidence of acute cardiopulmonary disease.",
+    "No acute intrathoracic process.",
+    "Normal chest radiograph.",
+    "Normal chest x-ray.",
+    "Unremarkable chest radiograph.",
+    "Negative chest x-ray.",
+    "Normal study.",
+    "Heart size is normal.",
+    "The heart is normal in size.",
+    "The cardiomediastinal silhouette is within normal limits.",
+    "No active disease.",
+    "No acute findings.",
+]
+
+
+@pytest.mark.parametrize("text", NORMAL_SENTENCES)
+def test_normal_sentences_are_no_finding(text: str) -> None:
+    """A sentence stating normality is No Finding = 1 at sentence level, so it is not an all-zero (dropped)
+    training sentence, and nothing else is set."""
+    (sentence,) = label_report(text).sentences
+    assert sentence.values["No Finding"] == 1, text
+    assert sentence.vector()[0] == 1 and sentence.vector()[1:13].sum() == 0
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Evaluate for pneumonia.",  # a question, not a statement: no label at all
+        "Lungs are not clear.",
+        "Abnormal chest radiograph.",
+        "Lungs are clear except for left basilar atelectasis.",
+    ],
+)
+def test_not_normal_sentences(text: str) -> None:
+    (sentence,) = label_report(text).sentences
+    assert sentence.values["No Finding"] is None, text
+
+
+def test_normality_words_do_not_swallow_triggers() -> None:
+    # "clear of" is a negation trigger: the normal qualifier "clear" must not hide it
+    v = label_report(
+        "The lungs are grossly clear of focal airspace disease, pneumothorax or pleural effusion."
+    ).values
+    assert v["Lung Opacity"] == 0 and v["Pneumothorax"] == 0 and v["Pleural Effusion"] == 0
+    assert label_report("Negative acute cardiopulmonary abnormality.").values["No Finding"] == 1
+    assert label_report("Grossly normal heart size.").values["Cardiomegaly"] == 0

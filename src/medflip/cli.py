@@ -1,8 +1,10 @@
 """`medflip` command line: one subcommand per concern, each registered by its own module.
 
-Each module listed in COMMAND_MODULES exposes `register(subparsers)`, which adds its parser(s) and sets
-`func` (called with the parsed args, returns an exit code or None). Those modules import torch and
-friends inside the command functions, so `medflip --help` stays fast.
+Each module in COMMANDS exposes `register(subparsers)`, which adds its parser(s) and sets `func` (called with
+the parsed args, returns an exit code or None). Only the module of the command being run is imported: the
+others appear in `medflip --help` as one-line stubs. So `medflip label` never imports torch (the training
+modules do at import time), and `medflip --help` / `medflip label --help` start in a fraction of a second.
+An import error in a command's module is not hidden: that command fails with the traceback.
 """
 
 from __future__ import annotations
@@ -24,30 +26,68 @@ COMMAND_MODULES = (
     "medflip.inference",  # predict
     "medflip.study.cli",  # study run | report | status
 )
+#: command -> (module that registers it, one-line help for `medflip --help`). tests/test_cli.py checks that
+#: each module of COMMAND_MODULES registers exactly the commands listed for it here.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("medflip.demo.cli", "pre-train and evaluate a small model on built-in data"),
+    "pretrain": ("medflip.train.cli", "pre-train a MedFLIP model (masked ViT + text encoder)"),
+    "eval": ("medflip.evaluate.cli", "evaluate a model: zero-shot, retrieval, probe, fine-tune, efficiency"),
+    "bench": ("medflip.bench", "time training steps at mask ratios 0 / 0.5 / 0.75 vs the FLOPs ceiling"),
+    "label": ("medflip.labeler.cli", "label reports with the 14 CheXpert observations"),
+    "label-eval": ("medflip.labeler.cli", "score the labeler on the IU reports against the MeSH major terms"),
+    "label-bench": ("medflip.labeler.cli", "labeler throughput (reports/s on one core)"),
+    "data": ("medflip.data.cli", "import datasets, build the image cache, split, benchmark"),
+    "predict": ("medflip.inference", "zero-shot class probabilities for image files"),
+    "serve": ("medflip.serve.cli", "local web page: zero-shot bars, similar report sentences, grounding heatmaps"),
+    "explain": ("medflip.serve.cli", "grounding figure: where a phrase points in an image"),
+    "study": ("medflip.study.cli", "resumable reproduction study (docs/reproduction.md)"),
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_of(argv: list[str]) -> str | None:
+    """The subcommand named in argv (its first non-option word; the top-level parser has no valued options)."""
+    for arg in argv:
+        if not arg.startswith("-"):
+            return arg
+    return None
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for `argv`: the named command's module is registered for real, every other command is a
+    help-only stub. argv=None registers every module (what tests and tools that walk all commands want)."""
     parser = argparse.ArgumentParser(
         prog="medflip",
         description="Fast medical vision-language pre-training (MedFLIP): pre-train, evaluate, label reports.",
     )
-    from medflip._version import __version__
+    from medflip import __version__
 
     parser.add_argument("--version", action="version", version=f"medflip {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:  # a module still being written must not break the others
-            if e.name != name:
-                raise
-            continue
-        module.register(sub)
+    if argv is None:
+        wanted = set(COMMAND_MODULES)
+    else:
+        command = _command_of(argv)
+        wanted = {COMMANDS[command][0]} if command in COMMANDS else set()
+    listed = {module for module, _ in COMMANDS.values()}
+    wanted |= {module for module in COMMAND_MODULES if module not in listed}  # not in COMMANDS yet: always
+    registered: set[str] = set()
+    for module_name in COMMAND_MODULES:
+        if module_name in wanted and module_name not in listed:
+            importlib.import_module(module_name).register(sub)
+            registered.add(module_name)
+    for name, (module_name, help_text) in COMMANDS.items():
+        if module_name in wanted:
+            if module_name not in registered:
+                importlib.import_module(module_name).register(sub)
+                registered.add(module_name)
+        else:
+            sub.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -10,9 +10,11 @@ label cosine of the soft targets then leaves that dimension out for every pair i
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 OBSERVATIONS: tuple[str, ...] = (
     "No Finding",
@@ -52,6 +54,8 @@ def to_label_vector(values: Sequence[object], uncertain: str = "positive") -> np
         raise ValueError(f"uncertain policy must be one of {UNCERTAIN_POLICIES}, got {uncertain!r}")
     if len(values) != NUM_OBSERVATIONS:
         raise ValueError(f"expected {NUM_OBSERVATIONS} label values, got {len(values)}")
+    import numpy as np  # here, not at the top: `import medflip` (the CLI's start) must not pay for numpy
+
     out = np.zeros(NUM_OBSERVATIONS, dtype=np.float32)
     for k, v in enumerate(values):
         if _is_missing(v):
@@ -64,17 +68,13 @@ def to_label_vector(values: Sequence[object], uncertain: str = "positive") -> np
     return out
 
 
-def label_matrix(rows: Iterable[Sequence[object]], uncertain: str = "positive") -> np.ndarray:
-    """Stack label vectors: [N, K] float32."""
-    vecs = [to_label_vector(r, uncertain) for r in rows]
-    return np.stack(vecs) if vecs else np.zeros((0, NUM_OBSERVATIONS), dtype=np.float32)
-
-
 def single_class(labels: np.ndarray, classes: Sequence[str]) -> np.ndarray:
     """labels [N, 14] -> [N]: index into `classes` of the row's only positive class, -1 if not exactly one.
 
     Positive means > 0, so raw labels (1 / 0 / -1 / NaN) and label vectors give the same answer; with the
     five COMPETITION_TASKS this is the CheXpert-5x200 rule.
     """
+    import numpy as np
+
     sub = np.asarray(labels)[:, [OBSERVATIONS.index(c) for c in classes]] > 0
     return np.where(sub.sum(1) == 1, sub.argmax(1), -1)

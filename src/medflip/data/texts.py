@@ -13,7 +13,7 @@ from medflip.errors import UserError
 def load_text_reports(source: str, text_column: str) -> list[str]:
     """Report texts of a corpus: "iu" or a CSV / JSONL file with `text_column`."""
     if source == "iu":
-        from medflip.data.iu_reports import load_iu_reports
+        from medflip.labeler.iu_reports import load_iu_reports
 
         return [r.text for r in load_iu_reports() if r.text]
     import pandas as pd

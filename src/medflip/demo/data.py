@@ -13,10 +13,10 @@ import time
 
 import numpy as np
 
-from medflip.data.iu_reports import load_iu_reports
 from medflip.data.streams import TextCorpus, balanced_rows
 from medflip.demo.config import DemoConfig
 from medflip.demo.phantom import render_phantoms
+from medflip.labeler.iu_reports import load_iu_reports
 from medflip.observations import COMPETITION_TASKS, OBSERVATIONS, single_class
 
 HOLDOUT_MODULUS = 7

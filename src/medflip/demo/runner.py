@@ -25,8 +25,10 @@ from medflip.evaluate.plots import plot_confusion, plot_loss_curve
 from medflip.evaluate.prompts import chexpert_prompts
 from medflip.evaluate.zeroshot import encode_images, retrieval, zero_shot
 from medflip.model.medflip import MedFLIP
+from medflip.model.preprocess import PreprocessConfig
 from medflip.observations import COMPETITION_TASKS
 from medflip.runtime import resolve_device
+from medflip.train.card import write_model_card
 from medflip.train.config import PretrainConfig
 from medflip.train.loop import pretrain
 
@@ -101,6 +103,7 @@ def run_demo(cfg: DemoConfig, progress: bool = True) -> dict:
         device=device,
     )
     model = MedFLIP(pc.model)
+    model.preprocess_cfg = PreprocessConfig(cache_size=int(data["train_images"].shape[-1]))  # for medflip.load
     t_train = time.perf_counter()
     with small_attention_kernel(device):
         pretrain(model, batches, pc, progress=progress)
@@ -131,6 +134,14 @@ def run_demo(cfg: DemoConfig, progress: bool = True) -> dict:
         "total_seconds": round(time.perf_counter() - t_start, 1),
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    card_data = {
+        "cache": "synthetic phantom images rendered in memory (medflip.demo.phantom)",
+        "split": "train",
+        "images": int(len(data["train_images"])),
+        "manifest_sha256": "none (built-in demo data)",
+        "texts": "Indiana University reports bundled with torchxrayvision (decoupled)",
+    }
+    write_model_card(out / "model", pc, out, card_data)
     plot_loss_curve(out / "log.csv", out / "loss.png")
     plot_confusion(
         zs["confusion"], zs["classes"], out / "zero_shot_confusion.png", "demo zero-shot (synthetic images)"

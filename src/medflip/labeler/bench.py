@@ -10,11 +10,10 @@ import os
 import time
 
 from medflip.labeler.engine import label_values
+from medflip.labeler.iu_reports import load_iu_reports
 
 
 def _texts() -> list[str]:
-    from medflip.data.iu_reports import load_iu_reports
-
     return [r.text for r in load_iu_reports(ids="even") if r.text]
 
 
@@ -71,5 +70,52 @@ def format_benchmark(result: dict) -> str:
         lines.append(
             f"  {row['reports_joined']:4d} reports per text: {row['chars_per_cpu_s'] / 1e6:6.2f} M chars / CPU-s "
             f"({row['texts']} texts, {row['chars']} chars)"
+        )
+    return "\n".join(lines)
+
+
+def worst_case(
+    size: int = 100_000, top: int = 15, separators: tuple[str, ...] = (" ", ", ", ". ", " no ")
+) -> list:
+    """CPU ms to label `size` characters made of one rule phrase repeated, for every phrase of the rule files
+    and each separator, both paths (label_report with sentences and evidence, and label_values); slowest first.
+
+    This is where catastrophic backtracking or a quadratic scan would show: each phrase kind (mention,
+    exclusion, subject, qualifier, trigger, terminator) repeated densely is its own worst case.
+    """
+    from medflip.labeler.engine import label_report
+    from medflip.labeler.rules import default_rules
+
+    rules = default_rules()
+    phrases = sorted({p.replace("*", "xx") for p in rules.exact})
+    phrases += [w.pattern.replace("[a-z0-9]*", "xx") for w, _ in rules.wildcard]
+    extra = ["a", "1", ";", ",", "\n"]  # punctuation-only and one-letter sentences
+    rows = []
+
+    def cpu_ms(fn, text: str) -> float:
+        best = float("inf")
+        for _ in range(2):
+            start = time.process_time()
+            fn(text)
+            best = min(best, time.process_time() - start)
+        return best * 1000
+
+    label_report("warm up", rules)
+    for phrase in phrases + extra:
+        for sep in separators:
+            text = ((phrase + sep) * (size // (len(phrase) + len(sep)) + 1))[:size]
+            detail = cpu_ms(lambda t: label_report(t, rules), text)
+            fast = cpu_ms(lambda t: list(label_values([t], rules)), text)
+            rows.append({"phrase": phrase, "separator": sep, "detail_ms": detail, "fast_ms": fast})
+    rows.sort(key=lambda r: -max(r["detail_ms"], r["fast_ms"]))
+    return rows[:top]
+
+
+def format_worst_case(rows: list, size: int = 100_000) -> str:
+    lines = [f"slowest {len(rows)} of every rule phrase repeated to {size:,} characters (CPU ms, best of 2):"]
+    for r in rows:
+        lines.append(
+            f"  {max(r['detail_ms'], r['fast_ms']):7.1f} ms  (label_report {r['detail_ms']:6.1f}, "
+            f"label_values {r['fast_ms']:6.1f})  {r['phrase']!r} + {r['separator']!r}"
         )
     return "\n".join(lines)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 
@@ -30,11 +31,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="MIMIC .txt reports: label only FINDINGS + IMPRESSION (default) or the whole text",
     )
     p.add_argument(
+        "--convention",
+        choices=("chexpert", "iu"),
+        default="chexpert",
+        help="chexpert (default): read reports like the CheXpert labeler (MIMIC-CXR's and CheXpert's labels: "
+        "'may represent pneumonia' -> -1, borderline heart size -1, other abnormalities do not block No Finding); "
+        "iu: like the IU radiologists' MeSH coding (docs/labeler.md lists every difference)",
+    )
+    p.add_argument(
         "--hypothetical",
         choices=("ignore", "uncertain"),
         default="ignore",
-        help="mentions that are only an alternative or a question ('may represent pneumonia'): no label (default) "
-        "or -1 like the CheXpert labeler",
+        help="a mention that is only a question or a past event ('evaluate for pneumonia', 'history of "
+        "pneumonia'): no label (default) or -1",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_label)
@@ -53,6 +62,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="even",
         help="even (development, default); odd = acceptance only, DO NOT TUNE ON THIS",
     )
+    e.add_argument(
+        "--convention",
+        choices=("iu", "chexpert"),
+        default="iu",
+        help="labelling convention to score: iu (default: the reading of the reference MeSH coding) or chexpert "
+        "(medflip label's default); the other one's macro-F1 is printed too",
+    )
     e.add_argument("--errors", type=int, default=3, help="error examples per observation (default 3)")
     e.add_argument("--json", help="also write the scores as JSON here")
     e.set_defaults(func=run_label_eval)
@@ -62,6 +78,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--reports", type=int, default=50_000, help="reports to label (IU even-id texts, repeated)"
     )
     b.add_argument("--core", type=int, default=None, help="pin the process to this CPU core (Linux)")
+    b.add_argument(
+        "--worst-case",
+        action="store_true",
+        help="instead: time every rule phrase repeated to 100 kB (catastrophic backtracking / quadratic scans "
+        "would show here) and list the slowest (takes a few minutes)",
+    )
     b.set_defaults(func=run_label_bench)
 
 
@@ -72,7 +94,7 @@ def run_label(args: argparse.Namespace) -> int:
     from medflip.labeler.io import read_reports, write_labels_csv, write_sentences_csv
     from medflip.labeler.rules import default_rules
 
-    rules = default_rules(args.hypothetical)
+    rules = default_rules(args.hypothetical, args.convention)
     source = read_reports(args.input, args.text_column, args.id_column, args.sections)
     progress = dict(total=len(source.texts), unit="report", disable=args.no_progress, desc="labelling")
     if args.sentences:
@@ -103,11 +125,22 @@ def run_label_eval(args: argparse.Namespace) -> int:
             f"note: scoring {args.ids} ids; odd ids are for acceptance only - do not tune rules on them",
             file=sys.stderr,
         )
-    results = evaluate_iu(args.path, ids=args.ids, max_errors=args.errors)
+    results = evaluate_iu(args.path, ids=args.ids, max_errors=args.errors, convention=args.convention)
     print(format_results(results, show_errors=args.errors > 0))
+    other = "chexpert" if args.convention == "iu" else "iu"
+    other_results = evaluate_iu(args.path, ids=args.ids, max_errors=0, convention=other)
+    print(
+        f"with --convention {other}: macro-F1 {other_results['positive'].macro_f1:.3f} (uncertain=positive), "
+        f"{other_results['negative'].macro_f1:.3f} (uncertain=negative)"
+    )
     if args.json:
         payload = {
             "ids": results["ids"],
+            "convention": results["convention"],
+            f"{other}_convention_macro_f1": {
+                "uncertain_positive": other_results["positive"].macro_f1,
+                "uncertain_negative": other_results["negative"].macro_f1,
+            },
             "reports": results["reports"],
             "skipped": results["skipped"],
             "seconds": results["seconds"],
@@ -127,7 +160,12 @@ def run_label_eval(args: argparse.Namespace) -> int:
 
 
 def run_label_bench(args: argparse.Namespace) -> int:
-    from medflip.labeler.bench import benchmark, format_benchmark
+    from medflip.labeler.bench import benchmark, format_benchmark, format_worst_case, worst_case
 
+    if args.core is not None and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {args.core})
+    if args.worst_case:
+        print(format_worst_case(worst_case()))
+        return 0
     print(format_benchmark(benchmark(args.reports, core=args.core)))
     return 0

@@ -17,6 +17,7 @@ from pathlib import Path
 from medflip.errors import UserError
 from medflip.labeler import rules as R
 from medflip.labeler.engine import label_report, label_values
+from medflip.labeler.iu_reports import load_iu_reports
 from medflip.observations import OBSERVATIONS
 
 NORMAL, NEUTRAL, UNINDEXED = "normal", "neutral", "unindexed"
@@ -132,10 +133,14 @@ def score(
     return Scores(uncertain, per, macro, _f1(tp, fp, fn)[2], chosen)
 
 
-def evaluate_iu(path: str | None = None, ids: str = "even", max_errors: int = 5) -> dict:
-    """Label the IU reports, score both uncertainty policies, collect error examples and timing."""
-    from medflip.data.iu_reports import load_iu_reports
+def evaluate_iu(
+    path: str | None = None, ids: str = "even", max_errors: int = 5, convention: str = "iu"
+) -> dict:
+    """Label the IU reports, score both uncertainty policies, collect error examples and timing.
 
+    convention: the labelling convention scored ("iu", the reading of the reference coding, by default; or
+    "chexpert", medflip's default for labelling)."""
+    rules = R.default_rules(convention=convention)
     mapping = load_mesh_mapping()
     reports = load_iu_reports(path, ids=ids)
     kept, references = [], []
@@ -150,9 +155,15 @@ def evaluate_iu(path: str | None = None, ids: str = "even", max_errors: int = 5)
             kept.append(report)
             references.append(ref)
     start = time.perf_counter()
-    predictions = list(label_values(r.text for r in kept))
+    predictions = list(label_values((r.text for r in kept), rules))
     seconds = time.perf_counter() - start
-    results = {"ids": ids, "reports": len(kept), "skipped": skipped, "seconds": seconds}
+    results = {
+        "ids": ids,
+        "convention": convention,
+        "reports": len(kept),
+        "skipped": skipped,
+        "seconds": seconds,
+    }
     for policy in ("positive", "negative"):
         results[policy] = score(predictions, references, policy)
     errors: dict[str, list[dict]] = {o: [] for o in OBSERVATIONS}
@@ -160,7 +171,7 @@ def evaluate_iu(path: str | None = None, ids: str = "even", max_errors: int = 5)
         for k, obs in enumerate(OBSERVATIONS):
             pred, truth = values[k] in (1, -1), obs in ref
             if pred != truth and len(errors[obs]) < max_errors:
-                labels = label_report(report.text)
+                labels = label_report(report.text, rules)
                 why = [f"{e.phrase!r}->{e.value} ({e.trigger})" for e in labels.evidence.get(obs, [])]
                 if obs == "No Finding":
                     why = [f"{e.observation}:{e.phrase!r}->{e.value}" for e in labels.other_findings][:4]
@@ -181,7 +192,7 @@ def evaluate_iu(path: str | None = None, ids: str = "even", max_errors: int = 5)
 def format_results(results: dict, show_errors: bool = True) -> str:
     lines = [
         f"IU reports ({results['ids']} ids): {results['reports']} scored, skipped {results['skipped']}; "
-        f"labelled in {results['seconds']:.2f} s",
+        f"labelled in {results['seconds']:.2f} s; convention {results['convention']!r}",
         "",
         f"{'observation':28s} {'pos':>5s}   {'P':>5s} {'R':>5s} {'F1':>5s}  (uncertain=positive)"
         f"   {'P':>5s} {'R':>5s} {'F1':>5s}  (uncertain=negative)",

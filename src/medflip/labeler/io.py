@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medflip.errors import UserError
+from medflip.labeler.iu_reports import is_iu_source, load_iu_reports
 from medflip.observations import OBSERVATIONS
 
 TEXT_COLUMN_GUESSES = ("text", "report", "reports", "report_text", "Reports", "Report", "Text", "impression")
@@ -147,8 +148,6 @@ def read_mimic_folder(path: Path, sections: str = "findings+impression") -> Repo
 
 
 def read_iu(path: Path) -> ReportSource:
-    from medflip.data.iu_reports import load_iu_reports
-
     reports = load_iu_reports(path)
     if not reports:
         raise UserError(f"{path}: no IU report XML files found")
@@ -162,8 +161,6 @@ def read_reports(
     sections: str = "findings+impression",
 ) -> ReportSource:
     """Dispatch on what `path` is (see the module docstring)."""
-    from medflip.data.iu_reports import is_iu_source
-
     source = Path(path)
     if not source.exists():
         raise UserError(f"input not found: {source}")

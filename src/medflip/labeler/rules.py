@@ -25,9 +25,14 @@ from medflip.errors import UserError
 from medflip.observations import OBSERVATIONS
 
 OTHER_FINDING = "Other Finding"
-#: Index space of the engine: the 14 observations, then the pseudo-observation that only blocks No Finding.
-ALL_OBSERVATIONS: tuple[str, ...] = (*OBSERVATIONS, OTHER_FINDING)
+ANY_ABNORMALITY = "Any Abnormality"
+#: Index space of the engine: the 14 observations, then two pseudo-observations that are not reported as columns.
+#: Other Finding: a named abnormality outside the 14 (emphysema, granuloma, ...). Any Abnormality: an unnamed one
+#: ("acute cardiopulmonary process", "abnormal chest"); negated or qualified normal ("no acute process", "the lungs
+#: are clear", "normal chest radiograph") it is a statement of normality, which gives the sentence No Finding = 1.
+ALL_OBSERVATIONS: tuple[str, ...] = (*OBSERVATIONS, OTHER_FINDING, ANY_ABNORMALITY)
 OTHER_INDEX = len(OBSERVATIONS)
+ABNORMALITY_INDEX = OTHER_INDEX + 1
 
 MENTION, EXCLUSION, SUBJECT, QUALIFIER = "mention", "exclusion", "subject", "qualifier"
 NEG_PRE, NEG_POST, NEG_BOTH = "negation_pre", "negation_post", "negation_both"
@@ -77,6 +82,9 @@ class CompiledRules:
     wildcard: list[tuple[re.Pattern[str], tuple[Role, ...]]]
     groups: list[AttributeGroup]
     trigger_value: dict[str, int | None] = field(default_factory=lambda: dict(TRIGGER_VALUE))
+    other_blocks_no_finding: bool = True  # an Other Finding (emphysema, granuloma...) blocks No Finding
+    #: qualifier phrase -> ((attribute group index, value), ...): which subjects a qualifier can qualify
+    qualifier_groups: dict[str, tuple[tuple[int, int], ...]] = field(default_factory=dict)
     _memo: dict[str, tuple[Role, ...]] = field(default_factory=dict)
 
     def roles(self, matched: str) -> tuple[Role, ...]:
@@ -126,8 +134,56 @@ def load_trigger_table(path: Path) -> list[tuple[str, str]]:
     return rows
 
 
-def load_observation_rules(path: Path) -> tuple[list[Role], list[AttributeGroup]]:
-    """Mention / exclusion / subject / qualifier roles from observations.yaml."""
+CONVENTIONS = ("chexpert", "iu")
+_CONVENTION_KEYS = {"other_finding_blocks_no_finding", "triggers", "mentions", "levels"}
+
+
+@dataclass(frozen=True)
+class Convention:
+    """How one labelling convention reads words the conventions disagree on (rules/conventions.yaml)."""
+
+    name: str
+    other_finding_blocks_no_finding: bool = False
+    triggers: dict[str, str] = field(default_factory=dict)  # phrase -> trigger kind (replaces triggers.tsv)
+    mentions: dict[str, list[str]] = field(default_factory=dict)  # observation -> phrases it owns here
+    levels: dict[str, dict[str, int]] = field(default_factory=dict)  # observation -> {level: value}
+
+
+def load_convention(path: Path, name: str) -> Convention:
+    """One block of conventions.yaml, validated."""
+    if name not in CONVENTIONS:
+        raise UserError(f"convention must be one of {CONVENTIONS}, got {name!r}")
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    block = data.get(name) or {}
+    unknown = set(block) - _CONVENTION_KEYS
+    if unknown:
+        raise UserError(
+            f"{path}:{name}: unknown key(s) {sorted(unknown)}; expected {sorted(_CONVENTION_KEYS)}"
+        )
+    triggers = {}
+    for phrase, kind in (block.get("triggers") or {}).items():
+        if kind not in TRIGGER_KINDS:
+            raise UserError(f"{path}:{name}: trigger {phrase!r}: kind {kind!r} not in {TRIGGER_KINDS}")
+        triggers[_check_phrase(phrase, f"{path}:{name}")] = TRIGGER_KINDS[TRIGGER_KINDS.index(kind)]
+    mentions = {}
+    for obs, phrases in (block.get("mentions") or {}).items():
+        if obs not in ALL_OBSERVATIONS:
+            raise UserError(f"{path}:{name}: unknown observation {obs!r}")
+        mentions[obs] = [_check_phrase(p, f"{path}:{name}:{obs}") for p in phrases or []]
+    levels = {}
+    for obs, mapping in (block.get("levels") or {}).items():
+        if obs not in ALL_OBSERVATIONS or not set(mapping or {}) <= set(QUALIFIER_VALUES):
+            raise UserError(f"{path}:{name}: levels must map an observation to {{level: value}}, got {obs!r}")
+        levels[obs] = {level: int(v) for level, v in mapping.items()}
+    return Convention(
+        name, bool(block.get("other_finding_blocks_no_finding", False)), triggers, mentions, levels
+    )
+
+
+def load_observation_rules(
+    path: Path, convention: Convention | None = None
+) -> tuple[list[Role], list[AttributeGroup]]:
+    """Mention / exclusion / subject / qualifier roles from observations.yaml (as read by `convention`)."""
     data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     unknown = set(data) - set(ALL_OBSERVATIONS)
     if unknown:
@@ -136,16 +192,21 @@ def load_observation_rules(path: Path) -> tuple[list[Role], list[AttributeGroup]
         )
     roles: list[Role] = []
     groups: list[AttributeGroup] = []
+    convention = convention or Convention("chexpert")
+    owned = {p: ALL_OBSERVATIONS.index(obs) for obs, phrases in convention.mentions.items() for p in phrases}
     for name, block in data.items():
         index = ALL_OBSERVATIONS.index(name)
         block = block or {}
+        level_values = {**QUALIFIER_VALUES, **convention.levels.get(name, {})}
         for phrase in block.get("mentions") or []:
-            roles.append(Role(MENTION, index, _check_phrase(phrase, f"{path}:{name}")))
+            phrase = _check_phrase(phrase, f"{path}:{name}")
+            if owned.get(phrase, index) == index:  # a convention may give the phrase to another observation
+                roles.append(Role(MENTION, index, phrase))
         for phrase in block.get("exclusions") or []:
             roles.append(Role(EXCLUSION, index, _check_phrase(phrase, f"{path}:{name}")))
         for attribute in block.get("attributes") or []:
             values: dict[str, int] = {}
-            for level, value in QUALIFIER_VALUES.items():
+            for level, value in level_values.items():
                 for phrase in attribute.get(level) or []:
                     word = _check_phrase(phrase, f"{path}:{name}:{level}")
                     values[word] = value
@@ -154,6 +215,10 @@ def load_observation_rules(path: Path) -> tuple[list[Role], list[AttributeGroup]
             groups.append(AttributeGroup(index, values))
             for phrase in attribute.get("subjects") or []:
                 roles.append(Role(SUBJECT, group_index, _check_phrase(phrase, f"{path}:{name}:subjects")))
+    for phrase, index in owned.items():
+        role = Role(MENTION, index, phrase)
+        if role not in roles:
+            roles.append(role)
     return roles, groups
 
 
@@ -183,17 +248,27 @@ def _trie_regex(phrases: list[str]) -> str:
     return emit(trie)
 
 
-def compile_rules(directory: Path | None = None, hypothetical: str = "ignore") -> CompiledRules:
+def compile_rules(
+    directory: Path | None = None, hypothetical: str = "ignore", convention: str = "chexpert"
+) -> CompiledRules:
     """Read and validate the rule files, then build the scanning regex and lookup tables.
 
-    hypothetical: "ignore" (default: "may represent pneumonia" sets no label) or "uncertain" (-1, what the
-    CheXpert labeler does with such mentions).
+    convention: "chexpert" (default: the CheXpert labeler's reading, as in MIMIC-CXR's and CheXpert's labels)
+    or "iu" (the IU radiologists' MeSH coding); rules/conventions.yaml and docs/labeler.md list the differences.
+    hypothetical: what a question / past mention ("evaluate for pneumonia", "history of pneumonia") gives:
+    "ignore" (default: no label) or "uncertain" (-1).
     """
     if hypothetical not in ("ignore", "uncertain"):
         raise UserError(f"hypothetical must be 'ignore' or 'uncertain', got {hypothetical!r}")
     directory = Path(directory) if directory is not None else rules_dir()
-    roles, groups = load_observation_rules(directory / "observations.yaml")
-    roles += [Role(kind, -1, phrase) for phrase, kind in load_trigger_table(directory / "triggers.tsv")]
+    conv_path = directory / "conventions.yaml"
+    conv = load_convention(conv_path, convention) if conv_path.exists() else Convention(convention)
+    roles, groups = load_observation_rules(directory / "observations.yaml", conv)
+    table = load_trigger_table(directory / "triggers.tsv")
+    listed = {phrase for phrase, _ in table}
+    table = [(phrase, conv.triggers.get(phrase, kind)) for phrase, kind in table]
+    table += [(phrase, kind) for phrase, kind in conv.triggers.items() if phrase not in listed]
+    roles += [Role(kind, -1, phrase) for phrase, kind in table]
     by_phrase: dict[str, list[Role]] = {}
     for role in roles:
         bucket = by_phrase.setdefault(role.phrase, [])
@@ -210,16 +285,27 @@ def compile_rules(directory: Path | None = None, hypothetical: str = "ignore") -
         if "*" in p
     ]
     trie = _trie_regex(sorted(by_phrase))
-    pattern = re.compile(r"(?P<brk>[.!?]+(?=\s|$)|\n[ \t]*\n)|(?P<cl>;)|(?P<cm>,)|\b(?P<ph>" + trie + r")\b")
+    # sentence breaks and rule phrases; commas and semicolons are found per sentence by the engine
+    pattern = re.compile(r"(?P<brk>[.!?]+(?=\s|$)|\n[ \t]*\n)|\b(?P<ph>" + trie + r")\b")
     trigger_value = dict(TRIGGER_VALUE)
     if hypothetical == "uncertain":
         trigger_value[HYPO_PRE] = -1
+    qualifier_groups: dict[str, list[tuple[int, int]]] = {}
+    for g, group in enumerate(groups):
+        for word, value in group.qualifier_values.items():
+            qualifier_groups.setdefault(word, []).append((g, value))
     return CompiledRules(
-        pattern=pattern, exact=exact, wildcard=wildcard, groups=groups, trigger_value=trigger_value
+        pattern=pattern,
+        exact=exact,
+        wildcard=wildcard,
+        groups=groups,
+        trigger_value=trigger_value,
+        other_blocks_no_finding=conv.other_finding_blocks_no_finding,
+        qualifier_groups={k: tuple(v) for k, v in qualifier_groups.items()},
     )
 
 
-@lru_cache(maxsize=2)
-def default_rules(hypothetical: str = "ignore") -> CompiledRules:
+@lru_cache(maxsize=4)
+def default_rules(hypothetical: str = "ignore", convention: str = "chexpert") -> CompiledRules:
     """The packaged rules, compiled once per process."""
-    return compile_rules(hypothetical=hypothetical)
+    return compile_rules(hypothetical=hypothetical, convention=convention)

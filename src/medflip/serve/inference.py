@@ -153,7 +153,7 @@ class Analyzer:
         from medflip.labeler import split_sentences
 
         if corpus is None:
-            from medflip.data.iu_reports import load_iu_reports
+            from medflip.labeler.iu_reports import load_iu_reports
 
             corpus = [r.text for r in load_iu_reports() if r.text]
         seen: dict[str, None] = {}

@@ -29,7 +29,7 @@ from medflip.study.plan import Cell, StudyConfig, is_curve_cell, retrieval_pool_
 def load_reports(source: str) -> list[str]:
     """Report texts: "iu" (torchxrayvision's bundled IU reports) or a CSV/JSONL file with a `report` column."""
     if source == "iu":
-        from medflip.data.iu_reports import load_iu_reports
+        from medflip.labeler.iu_reports import load_iu_reports
 
         return [r.text for r in load_iu_reports() if r.text]
     path = Path(source)

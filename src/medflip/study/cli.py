@@ -54,6 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     rep.add_argument("--out", default="runs/study", help="study folder (its study.json holds the settings)")
     rep.add_argument("--doc", default="docs/reproduction.md")
     rep.add_argument("--img", default="docs/img")
+    rep.add_argument(
+        "--seeds", help="seeds of the full plan, e.g. 0,1,2 (default: those of the last `study run`)"
+    )
     rep.set_defaults(func=_report)
     st = s.add_parser("status", help="the cells and their state")
     st.add_argument("--out", default="runs/study")
@@ -96,7 +99,10 @@ def _report(args) -> int:
     from medflip.study.report import write_report
     from medflip.study.runner import load_config
 
-    doc = write_report(load_config(args.out), args.doc, args.img)
+    cfg = load_config(args.out)
+    if args.seeds:
+        cfg.seeds = tuple(int(x) for x in args.seeds.split(","))
+    doc = write_report(cfg, args.doc, args.img)
     print(f"wrote {doc}")
     return 0
 

@@ -53,7 +53,7 @@ def _xml_sources(source: Path) -> Iterator[tuple[str, bytes]]:
 def _default_reports(root: Path) -> Path:
     if any(root.rglob("*.xml")):
         return root
-    from medflip.data.iu_reports import default_iu_path
+    from medflip.labeler.iu_reports import default_iu_path
 
     return default_iu_path()
 
@@ -77,7 +77,7 @@ def _bundled_views() -> dict[str, str]:
 
 
 def run(ctx: ImportContext) -> pd.DataFrame:
-    from medflip.data.iu_reports import parse_iu_xml
+    from medflip.labeler.iu_reports import parse_iu_xml
 
     reports_src = Path(ctx.opt("reports")) if ctx.opt("reports") else _default_reports(ctx.root)
     images = images_by_stem(ctx.root, (".png", ".jpg", ".jpeg", ".dcm"))
