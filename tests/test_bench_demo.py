@@ -49,3 +49,11 @@ def test_demo_smoke(tmp_path):
     assert sum(g[c]["n"] for c in g if c != "all") == g["all"]["n"] == 10
     assert all(0 <= g[c]["pointing_game"] <= 1 for c in g)
     assert saved["train"]["precision"] in ("bf16", "fp32")
+    # re-scoring the trained model without training gives the same held-out numbers
+    js2 = tmp_path / "score.json"
+    assert main(["demo", *args, "--score", str(out / "model"), "--json", str(js2)]) == 0
+    scored = json.loads(js2.read_text())
+    assert scored["zero_shot_accuracy"] == saved["zero_shot"]["accuracy"]
+    assert {c: r["n"] for c, r in scored["grounding"].items()} == {
+        c: r["n"] for c, r in saved["grounding"].items()
+    }

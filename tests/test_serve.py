@@ -48,7 +48,8 @@ def server(tmp_path_factory):
     from medflip.serve.app import create_app
     from medflip.serve.inference import Analyzer
 
-    torch.set_num_threads(1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model: one thread is faster on a shared CPU (restored below)
     tmp = tmp_path_factory.mktemp("serve")
     torch.manual_seed(0)
     cfg = ModelConfig(
@@ -72,6 +73,7 @@ def server(tmp_path_factory):
     yield {"url": f"http://127.0.0.1:{port}", "analyzer": analyzer, "tmp": tmp}
     srv.should_exit = True
     thread.join(10)
+    torch.set_num_threads(threads)
 
 
 def _post(url: str, data: bytes, name: str = "x.png") -> tuple[int, dict]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 @dataclass
 class DemoConfig:
     out: str = "runs/demo"
-    steps: int = 1000
+    steps: int = 1200
     batch_size: int = 64
     render_size: int = 80  # phantoms are rendered at this size ...
     image_size: int = 64  # ... and random-resized-cropped to this model input (4 x 4 patches of 16 px)

@@ -9,7 +9,6 @@ same space as the contrastive loss. Checkpoints: safetensors weights + JSON conf
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -27,6 +26,7 @@ from medflip.model.grounding import ground
 from medflip.model.preprocess import ImageLike, Preprocess, PreprocessConfig
 from medflip.model.text import MLMHead, TextConfig, TextEncoder, load_tokenizer
 from medflip.model.vision import MaskedViT, VisionConfig
+from medflip.runtime import autocast_context
 
 MAX_LOGIT_SCALE = math.log(100.0)
 CONFIG_NAME, WEIGHTS_NAME, TEXT_DIR = "config.json", "model.safetensors", "text"
@@ -183,7 +183,7 @@ class MedFLIP(nn.Module):
         n = len(images) if raw or images.ndim == 4 else 1
         for i in range(0, n, batch_size):
             x = self._image_batch(images[i : i + batch_size] if raw else images[i : i + batch_size])
-            with _autocast(self.device, precision):
+            with autocast_context(self.device, precision):
                 pooled, _, _ = self.vision(x.to(self.device))
                 chunks.append(F.normalize(self.image_proj(pooled).float(), dim=-1))
         self.train(was_training)
@@ -305,14 +305,6 @@ class MedFLIP(nn.Module):
         # models saved before the preprocessing record: the cache size is unknown, the model size is used
         model.preprocess_cfg = PreprocessConfig.from_dict(meta.get("preprocess"))
         return model.to(map_location)
-
-
-def _autocast(device: torch.device, precision: str):
-    if precision not in ("fp32", "bf16", "auto"):
-        raise UserError(f"precision must be fp32, bf16 or auto, got {precision!r}")
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def read_model_config(directory: Path) -> dict:
