@@ -16,15 +16,27 @@ Rows whose ``split`` is blank go to the split "all".
 
 Resumable: while building, ``{split}.building.npy`` and ``{split}.status.npy`` (0 todo, 1 done, 2 bad; one
 byte per row) are on disk; a status byte is set only after its pixels were written, so an interrupted build
-restarts where it stopped. Idempotent: a complete cache of the same manifest bytes and size is a no-op.
+(even kill -9) restarts where it stopped and ends byte-identical to an uninterrupted one. Idempotent: a
+complete cache of the same manifest bytes and size is a no-op (after a full hash check of its files).
+
+Disk space is reserved up front (`posix_fallocate`): a full disk is a clear error at the start of a split,
+not a SIGBUS in a worker writing to a sparse memory map; any write error stops the build with the state
+kept for a resume.
+
+Integrity: meta.json records, per split, the size and sha256 of ``{split}.npy`` and ``{split}.rows.csv``.
+`open_cache` checks the sizes, the rows hash, a sampled hash of the images (header + 17 blocks of 64 KiB;
+a full hash on `verify=True` and on every re-run of `build_cache`), and that the source manifest, when it
+is still at its recorded path, has the bytes the cache was built from. Any mismatch is an error that says
+to rebuild.
 """
 
 from __future__ import annotations
 
-import hashlib
+import errno
 import json
 import multiprocessing as mp
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +44,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from medflip.data.cache_check import check_integrity, file_record, sha256_file
 from medflip.data.images import ImageReadError, load_square
 from medflip.data.manifest import label_values, read_manifest, write_manifest
 from medflip.errors import UserError
@@ -89,12 +102,30 @@ class ImageCache:
         return out
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+def _reserve(path: Path, nbytes: int) -> None:
+    """Allocate a file's blocks now (see the module docstring); a no-op where the OS cannot."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, nbytes)
+    except OSError as e:
+        if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+    finally:
+        os.close(fd)
+
+
+def _die_with_parent() -> None:
+    """Pool initializer (Linux): a worker dies with the build process, even on kill -9, instead of
+    decoding on as an orphan."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _split_names(df: pd.DataFrame) -> pd.Series:
@@ -177,7 +208,7 @@ def build_cache(
     if size < 8:
         raise UserError(f"cache size must be >= 8 px, got {size}")
     df = read_manifest(mpath)
-    key = {"format": FORMAT, "size": int(size), "manifest_sha256": _sha256(mpath)}
+    key = {"format": FORMAT, "size": int(size), "manifest_sha256": sha256_file(mpath)}
     out.mkdir(parents=True, exist_ok=True)
     meta = _read_meta(out)
     if meta is not None and any(meta.get(k) != v for k, v in key.items()):
@@ -189,6 +220,15 @@ def build_cache(
         _wipe(out)
         meta = None
     workers = (os.cpu_count() or 1) if workers is None else max(0, int(workers))
+    if meta is not None and meta.get("complete"):
+        try:
+            for s in meta["splits"]:
+                check_integrity(out, meta, s, full=True)
+        except UserError as e:
+            if not overwrite:
+                raise UserError(f"{e} (or pass --overwrite to this command)") from e
+            _wipe(out)
+            meta = None
     if meta is not None and meta.get("complete"):
         return BuildResult(
             out,
@@ -211,27 +251,36 @@ def build_cache(
     _write_meta(out, meta)
 
     splits = _split_names(df)
+    _check_space(out, splits, size)
     rejects_partial = out / "rejects.partial.csv"
     built, rejected = 0, {}
-    for split in sorted(splits.unique()):
-        rows = np.flatnonzero((splits == split).to_numpy())
-        n_built, n_bad = _build_split(
-            df, rows, split, out, size, workers, skip_bad, rejects_partial, mpath, progress
-        )
-        built += n_built
-        rejected[split] = n_bad
-    counts = {
-        s: int(_finalize_split(df, np.flatnonzero((splits == s).to_numpy()), s, out))
-        for s in sorted(splits.unique())
-    }
-    rejects_path = None
-    if rejects_partial.exists():
-        rejects_path = out / "rejects.csv"
-        os.replace(rejects_partial, rejects_path)
-    elif (out / "rejects.csv").exists():
-        (out / "rejects.csv").unlink()
-    meta.update(complete=True, splits=counts, rejected=int(sum(rejected.values())))
-    _write_meta(out, meta)
+    try:
+        for split in sorted(splits.unique()):
+            rows = np.flatnonzero((splits == split).to_numpy())
+            n_built, n_bad = _build_split(
+                df, rows, split, out, size, workers, skip_bad, rejects_partial, mpath, progress
+            )
+            built += n_built
+            rejected[split] = n_bad
+        counts = {
+            s: int(_finalize_split(df, np.flatnonzero((splits == s).to_numpy()), s, out))
+            for s in sorted(splits.unique())
+        }
+        rejects_path = None
+        if rejects_partial.exists():
+            rejects_path = out / "rejects.csv"
+            _sort_rejects(rejects_partial)
+            os.replace(rejects_partial, rejects_path)
+        elif (out / "rejects.csv").exists():
+            (out / "rejects.csv").unlink()
+        files = {s: file_record(out, s) for s in counts}
+        meta.update(complete=True, splits=counts, rejected=int(sum(rejected.values())), files=files)
+        _write_meta(out, meta)
+    except OSError as e:
+        raise UserError(
+            f"cache build in {out} stopped: {e}; what was decoded is kept: free space / fix the cause and "
+            "rerun the same command to resume"
+        ) from e
     return BuildResult(
         out,
         size,
@@ -243,6 +292,32 @@ def build_cache(
         workers,
         per_split_rejected=rejected,
     )
+
+
+def _check_space(out: Path, splits: pd.Series, size: int) -> None:
+    """Refuse to start when the disk cannot hold the images (counting what a resumed build has)."""
+    need = 0
+    for split, n in splits.value_counts().items():
+        if not (out / f"{split}.building.npy").exists():
+            need += int(n) * size * size + int(n)
+    free = shutil.disk_usage(out).free
+    if need > free:
+        raise UserError(
+            f"not enough disk space for the cache in {out}: it needs {need / 1e9:.2f} GB, "
+            f"{free / 1e9:.2f} GB are free"
+        )
+
+
+def _sort_rejects(path: Path) -> None:
+    """Workers finish out of order: sort rejects by (split, manifest row) so every build writes one file."""
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    df = df.assign(_r=df["manifest_row"].astype(int)).sort_values(["split", "_r"], kind="stable")
+    tmp = path.with_suffix(".sorted.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write("split,manifest_row,path,reason\n")
+        for r in df.itertuples(index=False):
+            f.write(_csv_line([r.split, r.manifest_row, r.path, r.reason]))
+    os.replace(tmp, path)
 
 
 def _build_split(
@@ -269,7 +344,9 @@ def _build_split(
             status = None
     if status is None:
         np.lib.format.open_memmap(target, mode="w+", dtype=np.uint8, shape=(n, size, size)).flush()
+        _reserve(target, target.stat().st_size)
         status = np.lib.format.open_memmap(status_path, mode="w+", dtype=np.uint8, shape=(n,))
+        _reserve(status_path, status_path.stat().st_size)
     todo = np.flatnonzero(status == TODO)
     paths = df["path"].to_numpy()
     tasks = [
@@ -282,7 +359,11 @@ def _build_split(
 
         bar = tqdm(total=n, initial=n - len(todo), desc=f"cache {split}", unit="img", smoothing=0.1)
     done_now = 0
-    pool = mp.get_context("fork").Pool(workers) if workers > 0 and len(tasks) > 1 else None
+    pool = (
+        mp.get_context("fork").Pool(workers, initializer=_die_with_parent)
+        if workers > 0 and len(tasks) > 1
+        else None
+    )
     try:
         results = pool.imap_unordered(_work, tasks) if pool else map(_work, tasks)
         for chunk in results:
@@ -340,6 +421,7 @@ def _finalize_split(df: pd.DataFrame, rows: np.ndarray, split: str, out: Path) -
         dst = np.lib.format.open_memmap(
             final.with_suffix(".tmp.npy"), mode="w+", dtype=np.uint8, shape=(len(ok),) + src.shape[1:]
         )
+        _reserve(final.with_suffix(".tmp.npy"), final.with_suffix(".tmp.npy").stat().st_size)
         for s in range(0, len(ok), 1024):
             dst[s : s + 1024] = src[ok[s : s + 1024]]
         dst.flush()
@@ -351,8 +433,9 @@ def _finalize_split(df: pd.DataFrame, rows: np.ndarray, split: str, out: Path) -
     return len(ok)
 
 
-def open_cache(cache_dir: str | os.PathLike[str], split: str = "train") -> ImageCache:
-    """Memory-map one split of a complete cache (read-only)."""
+def open_cache(cache_dir: str | os.PathLike[str], split: str = "train", verify: bool = False) -> ImageCache:
+    """Memory-map one split of a complete cache (read-only), after the integrity check (module docstring;
+    verify=True hashes the whole image file)."""
     out = Path(cache_dir)
     meta = _read_meta(out)
     if meta is None:
@@ -363,7 +446,11 @@ def open_cache(cache_dir: str | os.PathLike[str], split: str = "train") -> Image
         )
     if split not in meta["splits"]:
         raise UserError(f"cache {out} has no split {split!r}; it has {sorted(meta['splits'])}")
-    images = np.load(out / f"{split}.npy", mmap_mode="r")
+    check_integrity(out, meta, split, full=verify)
+    try:
+        images = np.load(out / f"{split}.npy", mmap_mode="r")
+    except (OSError, ValueError) as e:
+        raise UserError(f"cache {out}: {split}.npy is unreadable ({e}); rebuild the cache") from e
     rows = read_manifest(out / f"{split}.rows.csv", resolve_paths=False)
     if len(rows) != images.shape[0]:
         raise UserError(f"cache {out}: {split}.npy has {images.shape[0]} images but {len(rows)} rows")

@@ -40,6 +40,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     imp.add_argument("--rejects", type=Path, help="rejects file (default: OUT with .rejects.csv)")
     imp.add_argument(
+        "--allow-outside-root",
+        action="store_true",
+        default=None,
+        help="accept image paths that resolve (symlinks followed) outside --root",
+    )
+    imp.add_argument(
         "--uncertain",
         choices=("keep", "positive", "negative", "ignore"),
         help="CheXpert: rewrite -1 labels at import (default keep; ignore = blank. To leave uncertain "
@@ -177,7 +183,7 @@ def _options(args: argparse.Namespace) -> dict:
 
 def cmd_import(args: argparse.Namespace) -> int:
     from medflip.data.adapters import get_adapter
-    from medflip.data.adapters._common import ImportContext, Rejects
+    from medflip.data.adapters._common import ImportContext, Rejects, screen_rows
     from medflip.data.manifest import conform, write_manifest
 
     if not args.root.exists():
@@ -192,7 +198,7 @@ def cmd_import(args: argparse.Namespace) -> int:
             "--fractions applies to rsna-pneumonia; split other datasets with `medflip data split`"
         )
     ctx = ImportContext(root=args.root.resolve(), rejects=Rejects(args.skip_bad), options=_options(args))
-    df = conform(get_adapter(args.name)(ctx))
+    df = conform(screen_rows(get_adapter(args.name)(ctx), ctx, f"{args.name} import"))
     if args.frontal_only:
         df = frontal_only(df)
     write_manifest(df, args.out)

@@ -12,7 +12,14 @@ Why these rules:
   would triple the cache for nothing.
 
 Every failure becomes an `ImageReadError` naming the file and the reason (truncated, corrupt, unsupported
-DICOM transfer syntax, missing), which the cache builder either raises or writes to its rejects file.
+DICOM transfer syntax, missing, too large), which the cache builder either raises or writes to its rejects
+file.
+
+Memory bound: an image is refused from its header, before any pixel is decoded, when it has more than
+MAX_PIXELS pixels (a decompression bomb: a 40,000 x 40,000 PNG header over a few KB of zeros would
+otherwise ask for 1.6 GB). Decoding an allowed image peaks at about 13 bytes per pixel (16-bit source +
+float64 stretch): ~650 MB per decoding worker at the limit; chest films (<= 4,300 x 3,500 px, 15 M) stay
+below 200 MB.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from PIL import Image
 from medflip.errors import UserError
 
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
+MAX_PIXELS = 50_000_000  # ~7,000 x 7,000: above any radiograph; see the module docstring
 
 
 class ImageReadError(UserError):
@@ -45,12 +53,25 @@ def is_dicom(path: str | os.PathLike[str]) -> bool:
         return True
     if p.lower().endswith((".jpg", ".jpeg", ".png")):
         return False
+    return has_dicom_magic(p)
+
+
+def has_dicom_magic(path: str) -> bool:
+    """The 'DICM' marker after the 128-byte preamble (files without a suffix, or with a wrong one)."""
     try:
-        with open(p, "rb") as f:
+        with open(path, "rb") as f:
             f.seek(128)
             return f.read(4) == b"DICM"
     except OSError:
         return False
+
+
+def _too_large(path: str, what: str, pixels: int) -> ImageReadError:
+    return ImageReadError(
+        path,
+        f"image too large: {what} = {pixels:,} pixels, over the limit of {MAX_PIXELS:,} "
+        "(a decompression bomb, or not a radiograph)",
+    )
 
 
 def _stretch(x: np.ndarray) -> np.ndarray:
@@ -104,13 +125,29 @@ def _read_dicom(path: str) -> np.ndarray:
 
         with warnings.catch_warnings():  # vendor quirks warn per file; real failures raise below
             warnings.simplefilter("ignore")
-            try:
-                ds = pydicom.dcmread(path)
+            try:  # large elements (the pixel data) are read only when used: check the size first
+                ds = pydicom.dcmread(path, defer_size="1 MB")
             except InvalidDicomError:
-                ds = pydicom.dcmread(path, force=True)
-            if "PixelData" not in ds:
+                ds = pydicom.dcmread(path, force=True, defer_size="1 MB")
+            if "PixelData" not in ds and "FloatPixelData" not in ds:
                 raise ImageReadError(path, "DICOM file has no pixel data")
-            return dicom_to_uint8(ds)
+            rows, cols = int(getattr(ds, "Rows", 0) or 0), int(getattr(ds, "Columns", 0) or 0)
+            frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+            samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
+            if rows * cols * frames * samples > MAX_PIXELS:
+                raise _too_large(path, f"{cols} x {rows} x {frames} frame(s)", rows * cols * frames * samples)
+            try:
+                return dicom_to_uint8(ds)
+            except (RuntimeError, NotImplementedError, ValueError) as e:
+                ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+                if ts is not None and getattr(ts, "is_compressed", False):
+                    raise ImageReadError(
+                        path,
+                        f"compressed DICOM ({ts.name}) that no installed decoder reads: install one "
+                        "(pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg, or python-gdcm) "
+                        f"or convert the file ({type(e).__name__}: {str(e)[:200]})",
+                    ) from e
+                raise
     except ImageReadError:
         raise
     except FileNotFoundError as e:
@@ -140,26 +177,29 @@ def open_grayscale(path: str | os.PathLike[str], draft_size: int | None = None) 
     if is_dicom(p):
         return Image.fromarray(_read_dicom(p))
     try:
-        with Image.open(p) as im:
+        with warnings.catch_warnings():  # PIL's own bomb warning: the explicit limit below decides
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(p)
+    except Image.DecompressionBombError as e:
+        raise ImageReadError(p, f"image too large ({e})") from e
+    except Exception as e:  # not an image PIL knows: maybe a DICOM with another suffix
+        if has_dicom_magic(p):
+            return Image.fromarray(_read_dicom(p))
+        raise ImageReadError(p, f"corrupt or truncated image ({type(e).__name__}: {e})") from e
+    w, h = im.size
+    if w * h > MAX_PIXELS:  # from the header: nothing decoded yet
+        im.close()
+        raise _too_large(p, f"{w} x {h}", w * h)
+    try:
+        with im:
             if draft_size and im.format == "JPEG":
                 im.draft("L", (draft_size, draft_size))
             im.load()
             return _pil_to_uint8(im)
     except ImageReadError:
         raise
-    except Exception as e:  # PIL: UnidentifiedImageError, OSError("image file is truncated"), SyntaxError...
-        if _looks_like_dicom(p):
-            return Image.fromarray(_read_dicom(p))
+    except Exception as e:  # PIL: OSError("image file is truncated"), SyntaxError, zlib errors...
         raise ImageReadError(p, f"corrupt or truncated image ({type(e).__name__}: {e})") from e
-
-
-def _looks_like_dicom(path: str) -> bool:
-    try:
-        with open(path, "rb") as f:
-            f.seek(128)
-            return f.read(4) == b"DICM"
-    except OSError:
-        return False
 
 
 def load_grayscale(path: str | os.PathLike[str]) -> np.ndarray:

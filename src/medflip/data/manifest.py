@@ -35,15 +35,6 @@ LABEL_VALUES = (1, 0, -1)
 LABEL_DTYPE = "Int8"
 
 
-def empty_manifest(n: int = 0) -> pd.DataFrame:
-    """A manifest with `n` blank rows: "" strings and NA labels."""
-    data: dict[str, object] = {c: [""] * n for c in ID_COLUMNS}
-    df = pd.DataFrame(data, dtype=object)
-    for obs in OBSERVATIONS:
-        df[obs] = pd.array([pd.NA] * n, dtype=LABEL_DTYPE)
-    return df
-
-
 def conform(df: pd.DataFrame) -> pd.DataFrame:
     """Add missing manifest columns, normalise dtypes, put the manifest columns first (extras after).
 

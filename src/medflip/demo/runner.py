@@ -106,7 +106,7 @@ def run_demo(cfg: DemoConfig, progress: bool = True) -> dict:
     model.preprocess_cfg = PreprocessConfig(cache_size=int(data["train_images"].shape[-1]))  # for medflip.load
     t_train = time.perf_counter()
     with small_attention_kernel(device):
-        pretrain(model, batches, pc, progress=progress)
+        pretrain(model, batches, pc, progress=progress, overwrite=True)  # a rerun replaces the last demo
     t_train = time.perf_counter() - t_train
 
     model.eval()

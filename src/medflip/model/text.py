@@ -95,17 +95,21 @@ class TextEncoder(nn.Module):
                 new_rows.setdefault(k, i)
         todo = list(new_rows.values())
         if todo:
-            t = max(lengths[i] for i in todo)
-            was_training = self.model.training
-            self.model.eval()  # a locked tower has no dropout
-            new = self.model(
-                input_ids=input_ids[todo, :t], attention_mask=attention_mask[todo, :t]
-            ).last_hidden_state
-            self.model.train(was_training)
             if len(self._memo) + len(todo) > MEMO_LIMIT:
                 self._memo.clear()
-            for row, i in enumerate(todo):
-                self._memo[keys[i]] = new[row, : lengths[i]].clone()
+            was_training = self.model.training
+            self.model.eval()  # a locked tower has no dropout
+            # One text at a time, unpadded: a matmul's rounding depends on the batch's shape (a text's
+            # features differ by ~3e-6 between batches), so features computed in whichever batch first saw
+            # a text would make a run depend on the memo's history, and a resumed run (empty memo) would
+            # drift from an uninterrupted one. Alone, a text's features are a pure function of the text.
+            # On CPU this costs nothing (padding wastes what batching saves); it is paid once per text.
+            for i in todo:
+                n = lengths[i]
+                self._memo[keys[i]] = self.model(
+                    input_ids=input_ids[i : i + 1, :n], attention_mask=attention_mask[i : i + 1, :n]
+                ).last_hidden_state[0].clone()
+            self.model.train(was_training)
         first = self._memo[keys[0]]
         out = first.new_zeros(len(keys), input_ids.shape[1], first.shape[-1])
         for i, k in enumerate(keys):

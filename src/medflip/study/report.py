@@ -204,6 +204,13 @@ def _speed(path: Path) -> list[str]:
     ] + ([f"({d['note']})", ""] if d.get("note") else [])
 
 
+def _load(cfg: StudyConfig, all_cells) -> str:
+    loads = [x for c in all_cells for x in _wall(cfg, c).get("load", [])]
+    if not loads:
+        return "load not recorded"
+    return f"1-minute load average {np.median(loads):.1f} (median; {min(loads):.1f}-{max(loads):.1f}) at the end of each stage"
+
+
 def _wall(cfg: StudyConfig, cell) -> dict:
     p = cell.folder(cfg) / "wall.json"
     return json.loads(p.read_text()) if p.is_file() else {}
@@ -249,7 +256,7 @@ def write_report(cfg: StudyConfig, doc: str | Path, img: str | Path) -> Path:
     )
     w("")
     w(
-        f"Machine: {_machine()}, shared with other jobs (load average often 5-15 on 2 cores while this ran). "
+        f"Machine: {_machine()}, shared with other jobs ({_load(cfg, all_cells)}). "
         f"Every run has one thread and a budget of **{cfg.budget_min:g} minutes of its own CPU time** "
         f"(`--train.budget_clock {cfg.budget_clock}`), so equal budgets stay equal however loaded the machine is; "
         "wall-clock per cell is listed below."
@@ -430,7 +437,7 @@ def write_report(cfg: StudyConfig, doc: str | Path, img: str | Path) -> Path:
     w("")
     w("```bash")
     w(
-        "medflip study run --out runs/study_mimic --cache mimic_cache224 --texts paired --image_size 224 "
+        "medflip study run --out runs/study_mimic --cache mimic_cache224 --texts mimic_reports.csv --image_size 224 "
         "--vision_size base --batch_size 256 --budget_min 120 --budget_clock wall --precision bf16 --device cuda "
         "--jobs 1 --threads 8 --text_freeze_layers 0 --probe_column class "
         "--probe_classes Atelectasis,Cardiomegaly,Consolidation,Edema,'Pleural Effusion'"
@@ -438,8 +445,9 @@ def write_report(cfg: StudyConfig, doc: str | Path, img: str | Path) -> Path:
     w("```")
     w("")
     w(
-        "(With `--texts paired`, the retrieval pool would hold out MIMIC reports; the 3-class probe becomes the "
-        "CheXpert-5 probe via `--probe_column`. Those options are untested at that scale.)"
+        "(The study trains decoupled: `--texts` is a report file from which it holds out the retrieval pool; "
+        "paired MIMIC training inside the study is not built yet. The 3-class probe becomes a CheXpert-5 probe "
+        "through `--probe_column` / `--probe_classes`. Untested at that scale.)"
     )
     doc.write_text("\n".join(L) + "\n")
     return doc

@@ -104,7 +104,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --train.out")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="PATH",
+        help="continue from the latest checkpoint in --train.out, or from checkpoint folder PATH; the config "
+        "must match the checkpoint's (only --train.steps may grow)",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier run's checkpoints/model in --train.out"
+    )
     p.add_argument("--no-progress", action="store_true")
     add_config_flags(p, PretrainConfig)
     p.set_defaults(func=_main)
@@ -128,7 +139,15 @@ def _main(args: argparse.Namespace) -> int:
     model = MedFLIP(cfg.model)
     model.preprocess_cfg = cache_preprocessing(cfg.data.cache)  # saved in config.json: medflip.load replays it
     validate = build_validator(cfg, device)
-    run = pretrain(model, batches, cfg, resume=args.resume, progress=not args.no_progress, validate=validate)
+    run = pretrain(
+        model,
+        batches,
+        cfg,
+        resume=args.resume,
+        progress=not args.no_progress,
+        validate=validate,
+        overwrite=args.overwrite,
+    )
     if not is_main_process():  # under torchrun, rank 0 alone writes the card and reports
         finish_distributed()
         return 0

@@ -17,9 +17,10 @@ from medflip.errors import UserError
 from medflip.losses import MedFLIPObjective
 from medflip.model.medflip import MedFLIP
 from medflip.runtime import adamw_param_groups, autocast_context, resolve_device, warmup_cosine
-from medflip.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
+from medflip.train.checkpoint import load_model_state, load_trainer_state, save_checkpoint
 from medflip.train.config import PretrainConfig
 from medflip.train.distributed import init_distributed, step_agreement
+from medflip.train.rundir import open_run
 from medflip.train.step import TrainingForward, reseed_dropout, train_step_losses
 
 __all__ = [
@@ -101,11 +102,15 @@ def pretrain(
     model: MedFLIP,
     batches: DecoupledBatches,
     cfg: PretrainConfig,
-    resume: bool = False,
+    resume: bool | str | Path = False,
     progress: bool = True,
+    overwrite: bool = False,
     validate=None,
 ) -> Path:
     """Train `model` for cfg.train.steps on `batches`; returns the run folder (final model in run/model).
+
+    resume: True (the latest checkpoint of cfg.train.out) or a checkpoint path; overwrite: replace an
+    earlier run's outputs in the folder (see medflip.train.rundir).
 
     Under torchrun every rank calls this with the same arguments: it joins the process group, trains on its
     share of each global batch, and rank 0 alone writes the log, the checkpoints and the final model.
@@ -142,9 +147,9 @@ def pretrain(
             time_fraction=(lambda: elapsed / budget_s) if budget_s > 0 else None,
         ),
     )
-    ckpt = latest_checkpoint(run_dir) if resume else None
+    ckpt, lock = open_run(run_dir, cfg, resume, overwrite, rank)  # lock (rank 0); refuse mixing runs
     if ckpt is not None:  # every rank reads the same checkpoint
-        model.load_state_dict(MedFLIP.from_pretrained(ckpt).state_dict())
+        load_model_state(ckpt, model)
         state = load_trainer_state(ckpt, optimizer, scheduler)
         start, elapsed = int(state["step"]), float(state["elapsed_s"])
     log = None
@@ -238,6 +243,7 @@ def pretrain(
     bar.close()
     if rank == 0:
         model.save_pretrained(run_dir / "model")
+        lock.release()
     return run_dir
 
 

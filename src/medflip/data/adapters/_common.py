@@ -172,3 +172,36 @@ def norm_view(value: str) -> str:
 
 
 FRONTAL_VIEWS = ("PA", "AP", "AP AXIAL", "PA LLD", "AP LLD", "AP RLD", "PA RLD", "FRONTAL", "")
+
+
+def screen_rows(df: pd.DataFrame, ctx: ImportContext, source: str) -> pd.DataFrame:
+    """Rows every adapter's output must pass before it becomes a manifest (one place, all adapters):
+
+    * the image path resolves (symlinks followed) inside --root, unless --allow-outside-root: a CSV row
+      `../../etc/passwd`, an absolute path elsewhere or a symlink leading out is a bad row;
+    * each image once: a repeated path is a bad row (it would be trained on twice, and split by
+      patient would not keep its copies together if their patient ids differ).
+
+    Bad rows raise or are counted in the rejects file (--skip-bad), like every other bad row.
+    """
+    if df.empty or "path" not in df.columns:
+        return df
+    root = os.path.realpath(ctx.root)
+    allow_outside = bool(ctx.opt("allow_outside_root", False))
+    keep, first_row = [], {}
+    for i, raw in enumerate(df["path"].astype(str)):
+        path = os.path.realpath(raw if os.path.isabs(raw) else os.path.join(ctx.root, raw))
+        if not allow_outside and os.path.commonpath([root, path]) != root:
+            ctx.rejects.bad(
+                source,
+                raw,
+                f"path {raw!r} resolves to {path}, outside --root {root} "
+                "(pass --allow-outside-root if that is intended)",
+            )
+            continue
+        if path in first_row:
+            ctx.rejects.bad(source, raw, f"the same image as row {first_row[path]} (listed twice)")
+            continue
+        first_row[path] = i
+        keep.append(i)
+    return df.iloc[keep].reset_index(drop=True)

@@ -113,8 +113,13 @@ def run_csv(ctx: ImportContext) -> pd.DataFrame:
     for i, rec in enumerate(df.to_dict("records")):
         rel = rec[path_col].strip()
         path = Path(rel) if Path(rel).is_absolute() else base / rel
-        if not rel or not path.is_file():
-            ctx.rejects.bad(csv_path, i, f"image not found: {path}" if rel else f"empty {path_col!r}")
+        try:
+            found = bool(rel) and "\0" not in rel and path.is_file()
+        except OSError as e:  # a name too long for the filesystem, ...
+            found, rel = False, f"{rel[:80]}... ({e.strerror})"
+        if not found:
+            shown = str(path) if len(str(path)) < 300 else f"{str(path)[:300]}..."
+            ctx.rejects.bad(csv_path, i, f"image not found: {shown}" if rel else f"empty {path_col!r}")
             continue
         report = " ".join(rec[cols["report"]].split()) if cols["report"] else ""
         if cols["report"] and not report:
