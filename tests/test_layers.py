@@ -51,9 +51,15 @@ def layer_of(module: str) -> int:
     parts = module.split(".")
     if parts[0] != "medflip":
         raise ValueError(module)
-    if len(parts) == 1 or parts[-1] == "cli":
-        return TOP  # the package root re-exports the public faces; CLIs sit on top
+    if len(parts) == 1 or "cli" in parts[1:]:
+        return TOP  # the package root re-exports the public faces; CLIs (modules or packages) sit on top
     return LAYERS.get(parts[1], TOP)
+
+
+def command_family(module: str) -> str | None:
+    """`medflip.evaluate.cli.zeroshot` -> `medflip.evaluate.cli`: the command module or package it belongs to."""
+    parts = module.split(".")
+    return ".".join(parts[: parts.index("cli", 1) + 1]) if "cli" in parts[1:] else None
 
 
 def imports_of(path: Path, src: Path = SRC) -> set[str]:
@@ -91,7 +97,8 @@ def violations(src: Path = SRC) -> set[tuple[str, str]]:
             wrong_way = layer_of(dep) > layer_of(me)
             # medflip.__main__ (`python -m medflip`, `torchrun -m medflip`) is the medflip command itself
             entry = me in ("medflip.cli", "medflip.__main__")
-            cli_to_cli = dep.endswith(".cli") and not entry and dep != me
+            family = command_family(dep)
+            cli_to_cli = family is not None and not entry and family != command_family(me)
             if wrong_way or cli_to_cli:
                 out.add((me, dep))
     return out
@@ -124,6 +131,8 @@ def test_the_walk_sees_a_wrong_way_import(tmp_path):
         "evaluate/__init__.py": "",
         "evaluate/cli.py": "from medflip.train.cli import x\n",  # a CLI importing another CLI
         "evaluate/metrics.py": "import medflip.train\n",  # the right way
+        "study/cli/__init__.py": "from . import common\n",  # inside one command package: fine
+        "study/cli/common.py": "from medflip.train.cli import y\n",  # CLI-to-CLI from a package
     }
     for name, text in files.items():
         (pkg / name).parent.mkdir(parents=True, exist_ok=True)
@@ -132,4 +141,5 @@ def test_the_walk_sees_a_wrong_way_import(tmp_path):
         ("medflip.labeler.engine", "medflip.data"),
         ("medflip.labeler.engine", "medflip.data.streams"),
         ("medflip.evaluate.cli", "medflip.train.cli"),
+        ("medflip.study.cli.common", "medflip.train.cli"),
     }

@@ -85,9 +85,9 @@ def _serve(args: argparse.Namespace) -> int:
 
     corpus = None
     if args.corpus:
-        from medflip.serve.inference import read_reports
+        from medflip.data.texts import load_text_reports
 
-        corpus = read_reports(args.corpus, args.text_column)
+        corpus = load_text_reports(args.corpus, args.text_column)
     analyzer = Analyzer(args.model, corpus=corpus, cache_dir=args.cache_dir, device=args.device)
     app = create_app(analyzer, max_upload_mb=args.max_upload_mb)
     print(f"medflip serve: http://{args.host}:{args.port}/  (model {args.model}; Ctrl-C stops)")

@@ -88,34 +88,6 @@ def decode_upload(data: bytes, name: str = "upload"):
         os.unlink(tmp)
 
 
-def read_reports(path: str | Path, column: str = "report") -> list[str]:
-    """Report texts of a CSV / JSONL corpus (non-empty values of `column`), for sentence retrieval.
-    (The same rules as pre-training's text corpora; to be replaced by the data layer's reader once it has one.)"""
-    import pandas as pd
-
-    from medflip.errors import UserError
-
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"--corpus: {path} is not a file (a CSV or JSONL with a {column!r} column)")
-    try:
-        df = (
-            pd.read_json(path, lines=True)
-            if path.suffix in (".jsonl", ".json")
-            else pd.read_csv(path, dtype=str)
-        )
-    except ValueError as e:
-        raise UserError(f"cannot read corpus {path}: {e}") from e
-    if column not in df.columns:
-        raise UserError(
-            f"{path} has no column {column!r} (columns: {', '.join(map(str, df.columns))}); see --text-column"
-        )
-    texts = [t for t in df[column].fillna("").astype(str).str.strip() if t]
-    if not texts:
-        raise UserError(f"corpus {path} has no non-empty {column!r} values")
-    return texts
-
-
 @dataclass
 class SentenceIndex:
     sentences: list[str]
