@@ -331,6 +331,12 @@ def write_report(cfg: StudyConfig, doc: str | Path, img: str | Path) -> Path:
     for claim, v, nums in _claims(agg):
         w(f"| {claim} | **{v}** | {nums} |")
     w("")
+    per = ", ".join(f"{label(m)} {len(agg.group(m))}" for m in cfg.methods)
+    w(
+        f"Seeds finished per method: {per} (the plan has {len(cfg.seeds)}). A verdict needs >= 2 seeds on both "
+        f"sides; with fewer than {len(cfg.seeds)} it is provisional."
+    )
+    w("")
     w("## Throughput (same budget)")
     w("")
     w(f"| method | what | steps per {cfg.budget_clock}-minute | steps per seed |")
