@@ -190,7 +190,8 @@ def test_smoke_study_runs_resumes_and_reports(tmp_path, capsys, monkeypatch):
     r = results["medclip_f1_s0"]
     assert len(r["zeroshot"]["test"]["probs"]) == 12 and set(r["probe"]) == {"0.1", "1"}
     assert "finetune" in r and "finetune" not in results["medflip_f1_s0"]
-    assert len(r["curve"]) == 2 and "curve" not in results["medflip_f0.5_s0"]
+    # at most --curve_checkpoints points; how many checkpoints a 0.24 s CPU budget leaves depends on the machine
+    assert 1 <= len(r["curve"]) <= 2 and "curve" not in results["medflip_f0.5_s0"]
     assert r["retrieval"]["n_texts"] % 2 == 0 and np.asarray(r["retrieval"]["hits"]).shape == (12, 4)
     cfg = json.loads((out / "cells/medflip_f1_s0/run/config.json").read_text())
     assert cfg["train"]["mask_ratio"] == 0.5 and cfg["train"]["budget_clock"] == "cpu"
