@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medflip.evaluate.plots import save_figure
 from medflip.study import stats
 from medflip.study.aggregate import Aggregate, Metric, label
 
@@ -34,10 +35,7 @@ def plot_time(agg: Aggregate, methods: list[str], out: Path) -> Path | None:
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=7)
     fig.suptitle("metric vs training time (seed 0, test split)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def plot_label_fractions(
@@ -72,10 +70,7 @@ def plot_label_fractions(
     ax.set_title("linear probe, normal / bacterial / viral (test split)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def plot_pretrain_fractions(
@@ -114,10 +109,7 @@ def plot_pretrain_fractions(
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle("data efficiency: equal training time, fewer images (mean ± sd over seeds)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def plot_reliability(agg: Aggregate, methods: list[str], out: Path) -> Path | None:
@@ -149,7 +141,4 @@ def plot_reliability(agg: Aggregate, methods: list[str], out: Path) -> Path | No
     ax.set_title("zero-shot reliability (test split, all seeds)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
