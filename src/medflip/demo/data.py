@@ -3,16 +3,27 @@
 Held out: reports whose id is a multiple of 7. Their labels drive the test phantoms (the 5 CheXpert
 competition classes, each test image positive for exactly one) and their sentences are the retrieval
 candidates. Training is class-balanced on both streams: for each competition class as many image label
-vectors (from training reports) and as many sentences (from training reports' sentences) as normal/other
-ones, half of them where that class is the only competition finding (as in the test set).
+vectors (from training reports) as normal/other ones, half of them where that class is the only competition
+finding (as in the test set); the text stream is balanced the same way, sentence by sentence, by the
+library's `data.balance_text` (medflip.data.sources).
+
+`write_demo_dataset` puts the demo's data on disk as any dataset: the phantoms as PNG files with a manifest,
+cached by `medflip.data.build_cache` (what `medflip data cache` runs; splits train and test), and the
+training reports as a text corpus CSV (a `report` column, what `--data.texts FILE` reads).
 """
 
 from __future__ import annotations
 
+import shutil
 import time
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
+from PIL import Image
 
+from medflip.data.cache import build_cache
+from medflip.data.manifest import write_manifest
 from medflip.data.streams import TextCorpus, balanced_rows
 from medflip.demo.config import DemoConfig
 from medflip.demo.phantom import render_phantoms
@@ -30,18 +41,14 @@ def build_demo_data(cfg: DemoConfig, progress: bool = True, train: bool = True) 
     held = np.array([r.id % HOLDOUT_MODULUS == 0 for r in reports])
     corpus_all = TextCorpus.from_reports([r.text for r in reports])
     t_label = time.perf_counter() - t0
-    rng = np.random.default_rng(cfg.seed)
+    dc, seed = cfg.demo, cfg.train.seed
+    rng = np.random.default_rng(seed)
 
     train_ids = np.flatnonzero(~held)
     rep = corpus_all.report_labels
     task_of = single_class(rep, COMPETITION_TASKS)
     chosen = rng.permutation(
-        balanced_rows(rep, train_ids, cfg.images_per_class, rng, single_share=cfg.single_class_share)
-    )
-    # The text stream is balanced the same way, sentence by sentence (TextCorpus.balanced_sentences says why;
-    # only 28 training reports mention consolidation).
-    train_corpus = corpus_all.subset(train_ids).balanced_sentences(
-        cfg.images_per_class, rng, single_share=cfg.single_class_share
+        balanced_rows(rep, train_ids, dc.images_per_class, rng, single_share=dc.single_class_share)
     )
 
     test_ids = np.flatnonzero(held)
@@ -51,19 +58,17 @@ def build_demo_data(cfg: DemoConfig, progress: bool = True, train: bool = True) 
         if len(ids) == 0:  # no held-out report of this class: a label vector with only that class
             vec = np.zeros((1, len(OBSERVATIONS)), np.float32)
             vec[0, OBSERVATIONS.index(COMPETITION_TASKS[k])] = 1
-            rows = np.repeat(vec, cfg.test_per_class, 0)
+            rows = np.repeat(vec, dc.test_per_class, 0)
         else:
-            rows = rep[np.resize(ids, cfg.test_per_class)]
+            rows = rep[np.resize(ids, dc.test_per_class)]
         test_labels.append(rows)
-        test_y += [k] * cfg.test_per_class
+        test_y += [k] * dc.test_per_class
     test_labels = np.concatenate(test_labels)
 
     t1 = time.perf_counter()
-    train_images = render_phantoms(
-        rep[chosen] if train else rep[chosen][:0], seed=cfg.seed, size=cfg.render_size
-    )
+    train_images = render_phantoms(rep[chosen] if train else rep[chosen][:0], seed=seed, size=dc.render_size)
     test_masks: list[dict[str, np.ndarray]] = []  # where each finding was drawn (grounding ground truth)
-    test_images = render_phantoms(test_labels, seed=cfg.seed + 10_000, size=cfg.render_size, masks=test_masks)
+    test_images = render_phantoms(test_labels, seed=seed + 10_000, size=dc.render_size, masks=test_masks)
     t_render = time.perf_counter() - t1
 
     # Retrieval candidates: held-out sentences that name exactly one competition class.
@@ -77,8 +82,9 @@ def build_demo_data(cfg: DemoConfig, progress: bool = True, train: bool = True) 
     return {
         "train_images": train_images,
         "train_labels": rep[chosen],
-        "train_corpus": train_corpus,
+        "train_reports": [reports[i].text for i in train_ids],
         "test_images": test_images,
+        "test_labels": test_labels,
         "test_y": np.array(test_y),
         "test_masks": test_masks,
         "retrieval_texts": texts,
@@ -94,3 +100,40 @@ def build_demo_data(cfg: DemoConfig, progress: bool = True, train: bool = True) 
             "render_seconds": round(t_render, 2),
         },
     }
+
+
+def write_demo_dataset(data: dict, folder: Path, progress: bool = True) -> tuple[Path, Path]:
+    """Write the demo's images as a dataset + image cache and its training reports as a corpus CSV.
+
+    folder/images/{train,test}/NNNNN.png, folder/manifest.csv, folder/cache/ (built by `build_cache`),
+    folder/reports.csv. Returns (cache folder, reports CSV). A rerun replaces what an earlier run wrote.
+    """
+    images_dir = folder / "images"
+    if images_dir.exists():
+        shutil.rmtree(images_dir)
+    rows = []
+    for split, images, labels in (
+        ("train", data["train_images"], data["train_labels"]),
+        ("test", data["test_images"], data["test_labels"]),
+    ):
+        (images_dir / split).mkdir(parents=True)
+        task_of = single_class(labels, COMPETITION_TASKS)
+        for i, (pixels, vec) in enumerate(zip(images, labels)):
+            path = f"images/{split}/{i:05d}.png"
+            Image.fromarray(pixels).save(folder / path, compress_level=1)  # lossless: the cache reads it back
+            rows.append(
+                {
+                    "path": path,
+                    "source": "medflip-demo-phantom",
+                    "patient_id": f"{split}{i:05d}",
+                    "split": split,
+                    "class": COMPETITION_TASKS[task_of[i]] if task_of[i] >= 0 else "",
+                    **{obs: int(v > 0) for obs, v in zip(OBSERVATIONS, vec)},
+                }
+            )
+    manifest = write_manifest(pd.DataFrame(rows), folder / "manifest.csv")
+    size = int(data["train_images"].shape[-1])
+    build_cache(manifest, folder / "cache", size=size, workers=0, overwrite=True, progress=progress)
+    texts = folder / "reports.csv"
+    pd.DataFrame({"report": data["train_reports"]}).to_csv(texts, index=False)
+    return folder / "cache", texts

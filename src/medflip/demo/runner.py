@@ -9,28 +9,25 @@ Held-out data and class balance: medflip.demo.data. Grounding check: medflip.dem
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import json
 import time
 from pathlib import Path
 
 import torch
 
-from medflip.data.augment import AugmentConfig
-from medflip.data.streams import DecoupledBatches
 from medflip.demo.config import DemoConfig
-from medflip.demo.data import build_demo_data
+from medflip.demo.data import build_demo_data, write_demo_dataset
 from medflip.demo.grounding import grounding_figures, grounding_scores
+from medflip.errors import UserError
 from medflip.evaluate.plots import plot_confusion, plot_loss_curve
 from medflip.evaluate.prompts import chexpert_prompts
 from medflip.evaluate.zeroshot import encode_images, retrieval, zero_shot
 from medflip.model.medflip import MedFLIP
-from medflip.model.preprocess import PreprocessConfig
 from medflip.observations import COMPETITION_TASKS
 from medflip.runtime import resolve_device
-from medflip.train.card import write_model_card
 from medflip.train.config import PretrainConfig
-from medflip.train.loop import pretrain
+from medflip.train.run import train_from_config
 
 
 def cpu_has_bf16() -> bool:
@@ -42,29 +39,34 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def small_attention_kernel(device: torch.device):
-    """On CPU, PyTorch's plain-math attention instead of its flash kernel while the demo trains.
-
-    The demo's ViT sees 9 tokens (8 visible patches + class token); for sequences that short the CPU flash
-    kernel's bf16 backward costs ~10x its forward and ~40% of a step. Measured (one thread, interleaved, same
-    load): 0.296 CPU-s per step fp32, 0.253 bf16, 0.155 bf16 + math attention.
-    """
-    if device.type != "cpu":
-        return contextlib.nullcontext()
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    return sdpa_kernel([SDPBackend.MATH])
-
-
 def demo_precision(requested: str, device: torch.device) -> str:
+    """The demo's "auto": bf16 on CUDA and on CPUs with native bf16, fp32 elsewhere."""
     if requested != "auto":
         return requested
     return "bf16" if device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16()) else "fp32"
 
 
+def demo_pretrain_config(cfg: DemoConfig, cache_dir: Path, texts: Path) -> PretrainConfig:
+    """The PretrainConfig the demo trains: its sections, the data it wrote, and its "auto" settings resolved
+    (so the run's config.json says what ran, and `medflip pretrain --config` replays it on this machine)."""
+    if cfg.data.cache or cfg.data.texts != PretrainConfig().data.texts:
+        raise UserError(
+            "the demo trains on the data it writes (data.cache, data.texts are set by it); "
+            "to train on your own data use `medflip pretrain`"
+        )
+    pc = cfg.pretrain_config()
+    pc.data.cache, pc.data.texts, pc.data.split = str(cache_dir.resolve()), str(texts.resolve()), "train"
+    device = resolve_device(pc.train.device)
+    pc.train.precision = demo_precision(pc.train.precision, device)
+    # The demo's ViT sees 9 tokens (8 visible patches + class token): on CPU the plain-math kernel is faster.
+    if pc.train.attention == "auto" and device.type == "cpu":
+        pc.train.attention = "math"
+    return pc.resolved()
+
+
 def run_demo(cfg: DemoConfig, progress: bool = True) -> dict:
     t_start = time.perf_counter()
-    out = Path(cfg.out)
+    out = Path(cfg.train.out)
     out.mkdir(parents=True, exist_ok=True)
     print(
         "medflip demo: the report TEXT is real (Indiana University reports, labelled by medflip's labeler);"
@@ -72,47 +74,23 @@ def run_demo(cfg: DemoConfig, progress: bool = True) -> dict:
     print("              the IMAGES are SYNTHETIC phantoms rendered to show each report's findings.")
     data = build_demo_data(cfg, progress)
     print(f"data: {json.dumps(data['info'])}")
-
-    pc = PretrainConfig()
-    pc.model.vision.size = cfg.vit
-    pc.model.vision.image_size = cfg.image_size
-    pc.model.text.freeze_layers = cfg.freeze_text_layers
-    pc.data.batch_size = cfg.batch_size
-    pc.train.steps = cfg.steps
-    pc.train.mask_ratio = cfg.mask_ratio
-    pc.train.ckpt_every = cfg.steps
-    pc.train.seed = cfg.seed
-    pc.train.out = str(out)
-    pc.optim.lr = cfg.lr
-    pc.loss.tau_s = cfg.tau_s
-    pc.optim.warmup_steps = max(1, cfg.steps // 10)
-    torch.manual_seed(cfg.seed)
-    device = resolve_device(pc.train.device)
-    pc.train.precision = precision = demo_precision(cfg.precision, device)
+    cache_dir, texts = write_demo_dataset(data, out / "data", progress)
+    pc = demo_pretrain_config(cfg, cache_dir, texts)
+    device, precision = resolve_device(pc.train.device), pc.train.precision
     print(
-        f"training: {cfg.steps} steps of {cfg.batch_size} on {device} ({precision}, {torch.get_num_threads()} threads)"
+        f"training: {pc.train.steps} steps of {pc.data.batch_size} on {device} ({precision}, "
+        f"{torch.get_num_threads()} threads); images {cache_dir}, texts {texts}"
     )
-    batches = DecoupledBatches(
-        data["train_images"],
-        data["train_labels"],
-        data["train_corpus"],
-        cfg.batch_size,
-        cfg.image_size,
-        seed=cfg.seed,
-        augment=AugmentConfig(),
-        device=device,
-    )
-    model = MedFLIP(pc.model)
-    model.preprocess_cfg = PreprocessConfig(cache_size=int(data["train_images"].shape[-1]))  # for medflip.load
     t_train = time.perf_counter()
-    with small_attention_kernel(device):
-        pretrain(model, batches, pc, progress=progress, overwrite=True)  # a rerun replaces the last demo
+    _, model = train_from_config(pc, progress=progress, overwrite=True)  # a rerun replaces the last demo
     t_train = time.perf_counter() - t_train
 
     model.eval()
-    prompts = chexpert_prompts(list(COMPETITION_TASKS), n_per_class=10, seed=cfg.seed)
+    prompts = chexpert_prompts(list(COMPETITION_TASKS), n_per_class=10, seed=cfg.train.seed)
     img_emb = encode_images(model, data["test_images"], precision=precision)
-    zs = zero_shot(model, data["test_images"], data["test_y"], prompts, image_embeds=img_emb, seed=cfg.seed)
+    zs = zero_shot(
+        model, data["test_images"], data["test_y"], prompts, image_embeds=img_emb, seed=cfg.train.seed
+    )
     txt_emb = model.encode_text(data["retrieval_texts"]).float().cpu()
     ret = retrieval(img_emb, data["test_y"], txt_emb, data["retrieval_cats"])
     classes = list(COMPETITION_TASKS)
@@ -124,24 +102,16 @@ def run_demo(cfg: DemoConfig, progress: bool = True) -> dict:
         "grounding": ground,
         "data": {**data["info"], "images": "synthetic phantoms", "text": "real IU reports"},
         "train": {
-            "steps": cfg.steps,
+            "steps": pc.train.steps,
             "train_seconds": round(t_train, 1),
             "device": str(device),
             "precision": precision,
             "threads": torch.get_num_threads(),
         },
-        "config": cfg.__dict__,
+        "config": dataclasses.asdict(cfg),
         "total_seconds": round(time.perf_counter() - t_start, 1),
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    card_data = {
-        "cache": "synthetic phantom images rendered in memory (medflip.demo.phantom)",
-        "split": "train",
-        "images": int(len(data["train_images"])),
-        "manifest_sha256": "none (built-in demo data)",
-        "texts": "Indiana University reports bundled with torchxrayvision (decoupled)",
-    }
-    write_model_card(out / "model", pc, out, card_data)
     plot_loss_curve(out / "log.csv", out / "loss.png")
     plot_confusion(
         zs["confusion"], zs["classes"], out / "zero_shot_confusion.png", "demo zero-shot (synthetic images)"
@@ -165,8 +135,9 @@ def run_demo(cfg: DemoConfig, progress: bool = True) -> dict:
     )
     print(
         f"total {metrics['total_seconds']:.0f} s (wall); run folder: {out} (model/, metrics.json, loss.png, "
-        f"zero_shot_confusion.png, {len(figures)} grounding_*.png)"
+        f"zero_shot_confusion.png, {len(figures)} grounding_*.png, config.json, data/)"
     )
+    print(f"retrain it:  medflip pretrain --config {out / 'config.json'} --train.out {out}-again")
     print(f"look at what it learned:  medflip serve --model {out / 'model'}")
     return metrics
 
@@ -175,14 +146,16 @@ def score_demo_model(model_dir: str | Path, cfg: DemoConfig) -> dict:
     """Re-score a trained demo model on its held-out phantoms: zero-shot accuracy and grounding, no training."""
     data = build_demo_data(cfg, progress=False, train=False)
     model = MedFLIP.from_pretrained(model_dir).eval()
-    prompts = chexpert_prompts(list(COMPETITION_TASKS), n_per_class=10, seed=cfg.seed)
-    precision = demo_precision(cfg.precision, model.device)
+    prompts = chexpert_prompts(list(COMPETITION_TASKS), n_per_class=10, seed=cfg.train.seed)
+    precision = demo_precision(cfg.train.precision, model.device)
     img_emb = encode_images(model, data["test_images"], precision=precision)
-    zs = zero_shot(model, data["test_images"], data["test_y"], prompts, image_embeds=img_emb, seed=cfg.seed)
+    zs = zero_shot(
+        model, data["test_images"], data["test_y"], prompts, image_embeds=img_emb, seed=cfg.train.seed
+    )
     classes = list(COMPETITION_TASKS)
     ground = grounding_scores(model, data["test_images"], data["test_y"], data["test_masks"], classes)
     print(
-        f"{model_dir}: zero-shot accuracy {zs['accuracy']:.3f} on {zs['n']} held-out phantoms (seed {cfg.seed})"
+        f"{model_dir}: zero-shot accuracy {zs['accuracy']:.3f} on {zs['n']} held-out phantoms (seed {cfg.train.seed})"
     )
     print("grounding per class (n, inside > outside, pointing game, finding's share of the image):")
     for c in [*classes, "all"]:

@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
+import numpy as np
+import torch
+
+from medflip.config import add_config_flags, config_from_args
+from medflip.data.cache import open_cache
 from medflip.data.texts import load_text_reports  # noqa: F401  (re-exported: older imports)
+from medflip.data.views import IndexedImages
 from medflip.errors import UserError
+from medflip.evaluate.metrics import classification_metrics
+from medflip.evaluate.prompts import binary_prompts, chexpert_prompts, load_prompts
+from medflip.evaluate.tasks import resolve_task
+from medflip.evaluate.zeroshot import class_embeddings, encode_images
+from medflip.runtime import resolve_device
+from medflip.train.config import PretrainConfig
+from medflip.train.distributed import finish_distributed, is_main_process
+from medflip.train.run import cache_meta, cache_preprocessing, train_from_config  # noqa: F401  (re-exported)
 
 DESCRIPTION = """Pre-train a MedFLIP model.
 
@@ -24,27 +37,6 @@ Examples:
 """
 
 
-def cache_meta(cache_dir: str) -> dict:
-    """The cache's meta.json (size, resize policy, manifest sha256, split counts)."""
-    import json
-
-    path = Path(cache_dir) / "meta.json"
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise UserError(f"{cache_dir} is not a medflip image cache ({path}: {e})") from e
-
-
-def cache_preprocessing(cache_dir: str):
-    """How the training images were prepared (cache size + resize policy), for the model's config.json."""
-    from medflip.model.preprocess import PreprocessConfig
-
-    meta = cache_meta(cache_dir)
-    return PreprocessConfig(
-        cache_size=int(meta["size"]), resize=str(meta.get("resize", "fit-longer-side-pad-black"))
-    )
-
-
 def build_validator(cfg, device):
     """`--train.eval_every N`: a callable(model) -> zero-shot {accuracy, macro_f1, auroc} on the validation
     split, for the loop to call on rank 0. Built here (the command layer) so the loop needs no evaluation
@@ -52,16 +44,6 @@ def build_validator(cfg, device):
     tc = cfg.train
     if tc.eval_every <= 0:
         return None
-    import numpy as np
-    import torch
-
-    from medflip.data.cache import open_cache
-    from medflip.evaluate.metrics import classification_metrics
-    from medflip.evaluate.prompts import binary_prompts, chexpert_prompts, load_prompts
-    from medflip.evaluate.supervised import IndexedImages
-    from medflip.evaluate.tasks import resolve_task
-    from medflip.evaluate.zeroshot import class_embeddings, encode_images
-
     cache_dir = tc.eval_cache or cfg.data.cache
     if not cache_dir:
         raise UserError("--train.eval_every needs --train.eval_cache (or --data.cache)")
@@ -95,9 +77,6 @@ def build_validator(cfg, device):
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from medflip.config import add_config_flags
-    from medflip.train.config import PretrainConfig
-
     p = sub.add_parser(
         "pretrain",
         help="pre-train a MedFLIP model (masked ViT + text encoder)",
@@ -122,47 +101,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
-    import torch
-
-    from medflip.config import config_from_args
-    from medflip.data.sources import build_batches
-    from medflip.model.medflip import MedFLIP
-    from medflip.runtime import resolve_device
-    from medflip.train.config import PretrainConfig
-    from medflip.train.distributed import finish_distributed, is_main_process
-    from medflip.train.loop import pretrain
-
     cfg = config_from_args(PretrainConfig, args).resolved()
-    device = resolve_device(cfg.train.device)
-    batches = build_batches(cfg, device)
-    torch.manual_seed(cfg.train.seed)
-    model = MedFLIP(cfg.model)
-    model.preprocess_cfg = cache_preprocessing(cfg.data.cache)  # saved in config.json: medflip.load replays it
-    validate = build_validator(cfg, device)
-    run = pretrain(
-        model,
-        batches,
-        cfg,
-        resume=args.resume,
-        progress=not args.no_progress,
-        validate=validate,
-        overwrite=args.overwrite,
+    validate = build_validator(cfg, resolve_device(cfg.train.device))  # checked before any training step
+    run, _ = train_from_config(
+        cfg, resume=args.resume, progress=not args.no_progress, validate=validate, overwrite=args.overwrite
     )
-    if not is_main_process():  # under torchrun, rank 0 alone writes the card and reports
-        finish_distributed()
-        return 0
-    if (run / "model" / "config.json").is_file():
-        from medflip.train.card import write_model_card
-
-        meta = cache_meta(cfg.data.cache)
-        data = {
-            "cache": cfg.data.cache,
-            "split": cfg.data.split,
-            "images": meta.get("splits", {}).get(cfg.data.split, "?"),
-            "manifest_sha256": meta.get("manifest_sha256", "unknown"),
-            "texts": cfg.data.texts,
-        }
-        write_model_card(run / "model", cfg, run, data)
-    print(f"done: {run / 'model'} (log: {run / 'log.csv'}, checkpoints: {run / 'checkpoints'})")
+    if is_main_process():  # under torchrun, rank 0 alone reports
+        print(f"done: {run / 'model'} (log: {run / 'log.csv'}, checkpoints: {run / 'checkpoints'})")
     finish_distributed()
     return 0

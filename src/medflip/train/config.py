@@ -61,6 +61,9 @@ class TrainConfig:
     budget_clock: str = "wall"
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 elsewhere) | bf16 | fp32
+    # auto: PyTorch's attention kernel | math: its plain-math kernel on CPU (faster for a few tokens, see
+    # medflip.runtime.attention_kernel; the demo uses it)
+    attention: str = "auto"
     seed: int = 0
     out: str = "runs/pretrain"
     # Validation during training (rank 0; its time is not counted in elapsed_s / time_budget_min):

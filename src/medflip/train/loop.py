@@ -11,12 +11,19 @@ from pathlib import Path
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
 
 from medflip.data.streams import DecoupledBatches
 from medflip.errors import UserError
 from medflip.losses import MedFLIPObjective
 from medflip.model.medflip import MedFLIP
-from medflip.runtime import adamw_param_groups, autocast_context, resolve_device, warmup_cosine
+from medflip.runtime import (
+    adamw_param_groups,
+    attention_kernel,
+    autocast_context,
+    resolve_device,
+    warmup_cosine,
+)
 from medflip.train.checkpoint import load_model_state, load_trainer_state, save_checkpoint
 from medflip.train.config import PretrainConfig
 from medflip.train.distributed import init_distributed, step_agreement
@@ -118,9 +125,13 @@ def pretrain(
     validate: optional callable(model) -> {metric: value}, run on rank 0 every cfg.train.eval_every steps
     and at the end, outside the timed step (built by the command layer, e.g. zero-shot on a val split).
     """
-    from tqdm.auto import tqdm
-
     cfg = cfg.resolved()
+    with attention_kernel(cfg.train.attention, batches.device):
+        return _train(model, batches, cfg, resume, progress, overwrite, validate)
+
+
+def _train(model, batches, cfg, resume, progress, overwrite, validate) -> Path:
+    """`pretrain` with a resolved config, inside its attention kernel."""
     check_model_matches(model, cfg)
     tc = cfg.train
     run_dir = Path(tc.out)
