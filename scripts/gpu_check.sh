@@ -52,6 +52,6 @@ for s in sorted(one, key=int):
 PY
 fi
 for vit in small base; do
-  medflip bench --vit "$vit" --batch-size 256 --steps 10 --warmup 3 --json "$OUT/bench_$vit.json" | tee "$OUT/bench_$vit.txt"
+  medflip bench --model.vision.size "$vit" --data.batch_size 256 --steps 10 --warmup 3 --json "$OUT/bench_$vit.json" | tee "$OUT/bench_$vit.txt"
 done
 medflip bench --objective --steps 3 --json "$OUT/bench_objective.json" | tee "$OUT/bench_objective.txt"

@@ -1,6 +1,7 @@
 """Configs: files, flag overrides, unknown keys listed, types checked."""
 
 import argparse
+import re
 
 import pytest
 
@@ -44,6 +45,27 @@ def test_flags_from_dataclass():
     args = parser.parse_args(["--train.steps", "5", "--model.vision.size", "base", "--loss.lambda_neg", "0"])
     cfg = config_from_args(PretrainConfig, args)
     assert cfg.train.steps == 5 and cfg.model.vision.size == "base" and cfg.loss.lambda_neg == 0.0
+
+
+def test_a_config_with_its_own_section_defaults_keeps_them_when_one_key_is_set(tmp_path):
+    """A derived config (as the demo's) sets other defaults for a section; setting one key of that section
+    by flag or file keeps the derived defaults of the others, and --help shows the derived defaults."""
+    from dataclasses import dataclass, field
+
+    from medflip.train.config import TrainConfig
+
+    @dataclass
+    class Derived(PretrainConfig):
+        train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=7, seed=3))
+
+    cfg = load_config(Derived, None, {"train.seed": 5, "model.vision.image_size": 32})
+    assert (cfg.train.steps, cfg.train.seed, cfg.train.out) == (7, 5, TrainConfig().out)
+    assert cfg.model.vision.image_size == 32 and cfg.model.vision.size == PretrainConfig().model.vision.size
+    (tmp_path / "c.yaml").write_text("train:\n  log_every: 2\n")
+    assert load_config(Derived, tmp_path / "c.yaml").train.steps == 7
+    p = argparse.ArgumentParser()
+    add_config_flags(p, Derived)
+    assert re.search(r"--train\.steps V\s+default: 7\n", p.format_help())
 
 
 def test_resolved_config_builds_the_heads_its_losses_need():

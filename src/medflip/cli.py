@@ -19,7 +19,7 @@ COMMAND_MODULES = (
     "medflip.demo.cli",  # demo
     "medflip.train.cli",  # pretrain
     "medflip.evaluate.cli",  # eval zeroshot | retrieval | ...
-    "medflip.bench",  # bench
+    "medflip.bench.cli",  # bench
     "medflip.labeler.cli",  # label, label-eval, label-bench
     "medflip.data.cli",  # data import | cache | split | bench
     "medflip.serve.cli",  # serve, explain
@@ -32,7 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("medflip.demo.cli", "pre-train and evaluate a small model on built-in data"),
     "pretrain": ("medflip.train.cli", "pre-train a MedFLIP model (masked ViT + text encoder)"),
     "eval": ("medflip.evaluate.cli", "evaluate a model: zero-shot, retrieval, probe, fine-tune, efficiency"),
-    "bench": ("medflip.bench", "time training steps at mask ratios 0 / 0.5 / 0.75 vs the FLOPs ceiling"),
+    "bench": ("medflip.bench.cli", "time training steps at mask ratios 0 / 0.5 / 0.75 vs the FLOPs ceiling"),
     "label": ("medflip.labeler.cli", "label reports with the 14 CheXpert observations"),
     "label-eval": ("medflip.labeler.cli", "score the labeler on the IU reports against the MeSH major terms"),
     "label-bench": ("medflip.labeler.cli", "labeler throughput (reports/s on one core)"),

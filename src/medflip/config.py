@@ -49,8 +49,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
-def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
-    """Build dataclass `cls` from a nested dict; unknown keys raise UserError listing the valid ones."""
+def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "", base: Any = None) -> T:
+    """Build dataclass `cls` from a nested dict; unknown keys raise UserError listing the valid ones.
+
+    Keys not in `data` keep the defaults of the config they belong to: a section given in part starts from
+    its parent's default for it (`base`), not from the section class's own defaults, so a config class
+    with its own section defaults (the demo's DemoConfig) keeps them when one key of a section is set.
+    """
     if not isinstance(data, dict):
         raise UserError(f"config section {prefix or '<root>'!r} must be a mapping, got {type(data).__name__}")
     types_ = _field_types(cls)
@@ -60,14 +65,16 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
         raise UserError(
             f"unknown config key(s) {', '.join(prefix + k for k in unknown)}; valid keys here: {valid}"
         )
+    if base is None:
+        base = cls()
     kwargs = {}
     for name, value in data.items():
         tp = types_[name]
         if dataclasses.is_dataclass(tp):
-            kwargs[name] = from_dict(tp, value, f"{prefix}{name}.")
+            kwargs[name] = from_dict(tp, value, f"{prefix}{name}.", getattr(base, name))
         else:
             kwargs[name] = _coerce(value, tp, prefix + name)
-    return cls(**kwargs)
+    return dataclasses.replace(base, **kwargs)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -97,15 +104,16 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: dict[st
     return from_dict(cls, data)
 
 
-def _leaves(cls: type, prefix: str = "") -> list[tuple[str, Any, Any]]:
+def _leaves(cls: type, prefix: str = "", defaults: Any = None) -> list[tuple[str, Any, Any]]:
+    """(dotted key, type, default) of every leaf, the defaults read from an instance of `cls`."""
+    defaults = cls() if defaults is None else defaults
     out = []
     for f in dataclasses.fields(cls):
         tp = _field_types(cls)[f.name]
         if dataclasses.is_dataclass(tp):
-            out += _leaves(tp, f"{prefix}{f.name}.")
+            out += _leaves(tp, f"{prefix}{f.name}.", getattr(defaults, f.name))
         else:
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-            out.append((prefix + f.name, tp, default))
+            out.append((prefix + f.name, tp, getattr(defaults, f.name)))
     return out
 
 
