@@ -13,6 +13,7 @@ import argparse
 import importlib
 import sys
 
+from medflip import __version__
 from medflip.errors import UserError
 
 COMMAND_MODULES = (
@@ -59,8 +60,6 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         prog="medflip",
         description="Fast medical vision-language pre-training (MedFLIP): pre-train, evaluate, label reports.",
     )
-    from medflip import __version__
-
     parser.add_argument("--version", action="version", version=f"medflip {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     if argv is None:

@@ -14,6 +14,8 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
+import yaml
+
 from medflip.errors import UserError
 
 T = TypeVar("T")
@@ -92,8 +94,6 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: dict[st
         if path.suffix == ".json":
             data = json.loads(text)
         else:
-            import yaml
-
             data = yaml.safe_load(text) or {}
     for dotted, value in (overrides or {}).items():
         node = data

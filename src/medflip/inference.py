@@ -18,6 +18,10 @@ import json
 from pathlib import Path
 
 from medflip.errors import UserError
+from medflip.evaluate.prompts import load_prompts, prompts_for_classes
+from medflip.model.medflip import MedFLIP, read_model_config
+from medflip.observations import COMPETITION_TASKS
+from medflip.runtime import resolve_device
 
 PREDICT_HELP = """Zero-shot class probabilities for image files (JPEG, PNG, DICOM), no labels needed.
 
@@ -42,10 +46,6 @@ def load(path: str | Path, device: str = "auto"):
     model: MedFLIP in eval mode with the curated prompt sets wired into `model.predict(classes=...)`;
     preprocess: callable path / PIL / numpy / pydicom Dataset -> float tensor [1, S, S].
     """
-    from medflip.evaluate.prompts import prompts_for_classes
-    from medflip.model.medflip import MedFLIP
-    from medflip.runtime import resolve_device
-
     model = MedFLIP.from_pretrained(path, map_location=resolve_device(device)).eval()
     model.prompt_factory = prompts_for_classes
     return model, model.preprocess
@@ -73,10 +73,6 @@ def expand_images(items: list[str]) -> list[Path]:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from medflip.evaluate.prompts import load_prompts
-    from medflip.model.medflip import read_model_config
-    from medflip.observations import COMPETITION_TASKS
-
     read_model_config(Path(args.model))  # a clear error before any work
     files = expand_images(args.images)
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
@@ -124,4 +120,3 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"])
     p.add_argument("--json", help="write {classes, predictions: [{image, label, probs}]} here")
     p.set_defaults(func=_predict)
-

@@ -74,7 +74,7 @@ def single_class(labels: np.ndarray, classes: Sequence[str]) -> np.ndarray:
     Positive means > 0, so raw labels (1 / 0 / -1 / NaN) and label vectors give the same answer; with the
     five COMPETITION_TASKS this is the CheXpert-5x200 rule.
     """
-    import numpy as np
+    import numpy as np  # see to_label_vector
 
     sub = np.asarray(labels)[:, [OBSERVATIONS.index(c) for c in classes]] > 0
     return np.where(sub.sum(1) == 1, sub.argmax(1), -1)

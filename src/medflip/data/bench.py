@@ -17,7 +17,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import torch
+from PIL import Image, ImageFilter
 
+from medflip.data.augment import augment_batch
+from medflip.data.cache import _read_meta, build_cache, open_cache
+from medflip.data.manifest import write_manifest
 from medflip.errors import UserError
 
 
@@ -30,11 +36,6 @@ def bench_loader(
     seconds: float = 5.0,
     seed: int = 0,
 ) -> dict:
-    import torch
-
-    from medflip.data.augment import augment_batch
-    from medflip.data.cache import _read_meta, open_cache
-
     meta = _read_meta(Path(cache_dir))
     if meta is None or not meta.get("splits"):
         raise UserError(f"{cache_dir} is not a complete medflip cache")
@@ -84,8 +85,6 @@ def _load() -> float:
 
 def synthetic_jpegs(folder: Path, n: int, source_size: int = 1024, seed: int = 0) -> list[Path]:
     """n smooth random grayscale JPEGs (quality 90), roughly CXR-like in compressibility."""
-    from PIL import Image, ImageFilter
-
     rng = np.random.default_rng(seed)
     base = Image.fromarray((rng.random((source_size // 8, source_size // 8)) * 255).astype(np.uint8))
     paths = []
@@ -100,11 +99,6 @@ def synthetic_jpegs(folder: Path, n: int, source_size: int = 1024, seed: int = 0
 
 
 def bench_build(n: int = 200, source_size: int = 1024, size: int = 224, workers: int | None = None) -> dict:
-    import pandas as pd
-
-    from medflip.data.cache import build_cache
-    from medflip.data.manifest import write_manifest
-
     workers = workers or os.cpu_count() or 1
     with tempfile.TemporaryDirectory(prefix="medflip-bench-") as tmp:
         t = Path(tmp)

@@ -32,17 +32,20 @@ to rebuild.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import json
 import multiprocessing as mp
 import os
 import shutil
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from medflip.data.cache_check import check_integrity, file_record, sha256_file
 from medflip.data.images import ImageReadError, load_square
@@ -120,9 +123,6 @@ def _die_with_parent() -> None:
     """Pool initializer (Linux): a worker dies with the build process, even on kill -9, instead of
     decoding on as an orphan."""
     try:
-        import ctypes
-        import signal
-
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
@@ -355,8 +355,6 @@ def _build_split(
     ]
     bar = None
     if progress and len(todo):
-        from tqdm import tqdm
-
         bar = tqdm(total=n, initial=n - len(todo), desc=f"cache {split}", unit="img", smoothing=0.1)
     done_now = 0
     pool = (

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
+from medflip.data.cache import _read_meta, open_cache
 from medflip.data.splits import patient_key
 from medflip.errors import UserError
 
@@ -57,10 +59,6 @@ def warn_overlap(
 
 def warn_cache_overlap(train_rows: pd.DataFrame, train_name: str, eval_caches) -> list[Overlap]:
     """warn_overlap against every split of each evaluation cache folder in `eval_caches`."""
-    from pathlib import Path
-
-    from medflip.data.cache import _read_meta, open_cache
-
     out = []
     for folder in eval_caches:
         meta = _read_meta(Path(folder))

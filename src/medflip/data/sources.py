@@ -4,10 +4,15 @@ all from the `data` section of a PretrainConfig."""
 
 from __future__ import annotations
 
+import numpy as np
+
+from medflip.data.cache import open_cache
+from medflip.data.overlap import warn_cache_overlap
 from medflip.data.streams import DecoupledBatches, TextCorpus
 from medflip.data.texts import load_text_reports
 from medflip.data.views import subset_cache
 from medflip.errors import UserError
+from medflip.observations import OBSERVATIONS
 
 __all__ = ["balance_text_corpus", "build_batches", "load_text_reports"]
 
@@ -16,10 +21,6 @@ def balance_text_corpus(
     corpus, per_class: int, classes, paired: bool, seed: int, text_mode: str = "sentence"
 ):
     """The class-balanced sentence corpus of `--data.balance_text`, with a line on what it could draw from."""
-    import numpy as np
-
-    from medflip.observations import OBSERVATIONS
-
     if paired:
         raise UserError(
             "--data.balance_text needs decoupled text (--data.texts iu or a corpus file): "
@@ -49,15 +50,11 @@ def build_batches(cfg, device) -> DecoupledBatches:
     cfg: a medflip.train.PretrainConfig (its data, loss.uncertain, model.vision.image_size and train.seed are
     read). Every way of building a run (pretrain, demo, bench, study) goes through here.
     """
-    from medflip.data.cache import open_cache
-
     dc = cfg.data
     if not dc.cache:
         raise UserError("no images: pass --data.cache DIR (a folder written by `medflip data cache`)")
     cache = open_cache(dc.cache, dc.split)
     if any(dc.eval_caches):  # leak check: evaluation images of training patients (medflip.data.overlap)
-        from medflip.data.overlap import warn_cache_overlap
-
         warn_cache_overlap(cache.rows, f"{dc.cache} [{dc.split}]", [c for c in dc.eval_caches if c])
     if dc.fraction != 1.0:  # data-efficiency runs: a seeded random subset (images, rows, labels alike)
         cache = subset_cache(cache, dc.fraction, cfg.train.seed)

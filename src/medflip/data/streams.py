@@ -21,6 +21,7 @@ import torch
 
 from medflip.data.augment import AugmentConfig, augment_batch, draw_augment_params, normalize
 from medflip.errors import UserError
+from medflip.labeler import label_report
 from medflip.observations import COMPETITION_TASKS, OBSERVATIONS, single_class
 
 
@@ -75,8 +76,6 @@ class TextCorpus:
         they carry no signal and only dilute the batch. A report left with no sentence keeps its whole text.
         Under uncertain="ignore" a sentence whose only findings are uncertain (NaN) counts as unlabeled too.
         """
-        from medflip.labeler import label_report
-
         sentences, sent_labels, rep_labels = [], [], []
         for text in reports:
             result = label_report(text)

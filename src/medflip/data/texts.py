@@ -7,16 +7,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+
 from medflip.errors import UserError
+from medflip.labeler.iu_reports import load_iu_reports
 
 
 def load_text_reports(source: str, text_column: str) -> list[str]:
     """Report texts of a corpus: "iu" or a CSV / JSONL file with `text_column`."""
     if source == "iu":
-        from medflip.labeler.iu_reports import load_iu_reports
-
         return [r.text for r in load_iu_reports() if r.text]
-    import pandas as pd
 
     path = Path(source)
     if not path.is_file():

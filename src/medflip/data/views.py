@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from medflip.data.cache import ImageCache
 from medflip.errors import UserError
 
 
@@ -49,8 +50,6 @@ def subset_cache_indices(n_images: int, fraction: float, seed: int = 0) -> np.nd
 def subset_cache(cache, fraction: float, seed: int = 0):
     """The seeded `fraction` of an ImageCache split (images read lazily, rows and labels subset alike),
     for data-efficiency pre-training (`medflip pretrain --data.fraction F`). fraction 1: the cache itself."""
-    from medflip.data.cache import ImageCache  # here: cache imports pandas, a view should not need it
-
     idx = subset_cache_indices(len(cache), fraction, seed)
     if len(idx) == len(cache):
         return cache

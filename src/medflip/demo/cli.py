@@ -6,12 +6,13 @@ import argparse
 import json
 from pathlib import Path
 
+from medflip.config import add_config_flags, config_from_args
+from medflip.demo import __doc__ as doc
+from medflip.demo.config import DemoConfig
+from medflip.demo.runner import run_demo, score_demo_model
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from medflip.config import add_config_flags
-    from medflip.demo import __doc__ as doc
-    from medflip.demo.config import DemoConfig
-
     p = sub.add_parser(
         "demo",
         help="pre-train and evaluate a small model on built-in data (real report text, synthetic images)",
@@ -34,14 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from medflip.config import config_from_args
-    from medflip.demo.config import DemoConfig
-    from medflip.demo.runner import run_demo
-
     cfg = config_from_args(DemoConfig, args)
     if args.score:
-        from medflip.demo.runner import score_demo_model
-
         metrics = score_demo_model(args.score, cfg)
     else:
         metrics = run_demo(cfg, progress=not args.no_progress)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from medflip.errors import UserError
+from medflip.evaluate.tasks import binary_targets, chexpert5_targets
 
 
 def sentence_candidates(
@@ -31,8 +32,6 @@ def sentence_candidates(
 
     A sentence is kept when its labels name exactly one class of the task (`tasks.chexpert5_targets` /
     `tasks.binary_targets`, the same rules as for images)."""
-    from medflip.evaluate.tasks import binary_targets, chexpert5_targets
-
     texts: list[str] = []
     cats: list[int] = []
     seen: set[str] = set()

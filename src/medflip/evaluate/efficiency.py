@@ -24,9 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from medflip.data.views import IndexedImages, subset_cache, subset_cache_indices
 from medflip.errors import UserError
+from medflip.evaluate.plots import plt, save_figure
+from medflip.evaluate.zeroshot import encode_images, zero_shot
+from medflip.model.medflip import MedFLIP, read_model_config
+from medflip.train.checkpoint import latest_checkpoint, list_checkpoints
 
 __all__ = ["IndexedImages", "subset_cache", "subset_cache_indices"]
 
@@ -38,13 +43,9 @@ class Run:
     config: dict = field(default_factory=dict)
 
     def checkpoints(self) -> list[Path]:
-        from medflip.train.checkpoint import list_checkpoints
-
         return list_checkpoints(self.path)
 
     def final_model(self) -> Path | None:
-        from medflip.train.checkpoint import latest_checkpoint
-
         if (self.path / "model" / "config.json").is_file():
             return self.path / "model"
         return latest_checkpoint(self.path)
@@ -120,8 +121,6 @@ def thin(items: list, k: int) -> list:
 
 def validate_time_runs(runs: list[Run], max_checkpoints: int = 0) -> dict[str, list[tuple[Path, int, float]]]:
     """(checkpoint, step, elapsed_s) per run, all model folders checked; raises before any model is loaded."""
-    from medflip.model.medflip import read_model_config
-
     plan = {}
     for run in runs:
         ckpts = run.checkpoints()
@@ -140,8 +139,6 @@ def validate_time_runs(runs: list[Run], max_checkpoints: int = 0) -> dict[str, l
 
 
 def validate_data_runs(runs: list[Run], samples: list[int] | None) -> list[tuple[Run, Path, int]]:
-    from medflip.model.medflip import read_model_config
-
     if samples and len(samples) != len(runs):
         raise UserError(f"--samples has {len(samples)} values for {len(runs)} --data-runs")
     plan = []
@@ -169,11 +166,6 @@ def zero_shot_model(
     seed: int = 0,
 ) -> dict:
     """Zero-shot metrics of one saved model on uint8 images [N, H, W] (prompts dropped from the result)."""
-    import torch
-
-    from medflip.evaluate.zeroshot import encode_images, zero_shot
-    from medflip.model.medflip import MedFLIP
-
     model = MedFLIP.from_pretrained(model_dir, map_location=device).eval()
     emb = encode_images(model, images, batch_size=batch_size)
     m = zero_shot(model, None, y, prompts, image_embeds=emb, n_boot=n_boot, seed=seed)
@@ -253,8 +245,6 @@ def data_table(result: dict) -> str:
 def _series_plot(
     series: dict[str, tuple[list, list, list, list]], xlabel: str, title: str, out_png, logx=False
 ):
-    from medflip.evaluate.plots import plt, save_figure  # pyplot with the Agg backend selected
-
     fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=120)
     for label, (x, y, lo, hi) in series.items():
         y, lo, hi = (np.asarray(v, dtype=float) for v in (y, lo, hi))

@@ -11,8 +11,10 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from medflip.data.augment import normalize
+from medflip.runtime import autocast_context
 
 
 @torch.inference_mode()
@@ -33,10 +35,6 @@ def map_images(
     precision: "auto" (bf16 autocast on CUDA, fp32 elsewhere), "bf16" or "fp32"; on CPUs with AVX512-BF16
     or AMX "bf16" is 2-3x faster than fp32 (measured in the README).
     """
-    from tqdm.auto import tqdm
-
-    from medflip.runtime import autocast_context
-
     device = torch.device(device)
     out = []
     for i in tqdm(range(0, len(images), batch_size), disable=not progress, desc=desc, unit="batch"):

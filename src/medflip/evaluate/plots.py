@@ -6,6 +6,7 @@ import csv
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
@@ -42,8 +43,6 @@ def plot_confusion(
     matrix: list[list[int]], classes: list[str], out_png: Path, title: str = "zero-shot"
 ) -> Path:
     """Row-normalised confusion matrix with counts in the cells (rows: true class, columns: predicted)."""
-    import numpy as np
-
     m = np.asarray(matrix, dtype=float)
     norm = m / np.maximum(m.sum(1, keepdims=True), 1)
     fig, ax = plt.subplots(figsize=(1.2 * len(classes) + 2.5, 1.0 * len(classes) + 2), dpi=120)

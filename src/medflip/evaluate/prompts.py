@@ -8,9 +8,13 @@ and the prompts used are written to the output, so a zero-shot number can always
 from __future__ import annotations
 
 import itertools
+import json
+from pathlib import Path
 
 import numpy as np
+import yaml
 
+from medflip.errors import UserError
 from medflip.evaluate.tasks import canonical_class
 
 CHEXPERT_PROMPT_PARTS: dict[str, dict[str, list[str]]] = {
@@ -198,11 +202,6 @@ def load_prompts(path, classes: list[str] | None = None) -> dict[str, list[str]]
     classes: when given (the task's classes), the file must cover exactly these names; the result is in
     this order. Every problem raises one UserError naming the file and the offending keys.
     """
-    import json
-    from pathlib import Path
-
-    from medflip.errors import UserError
-
     path = Path(path)
     if not path.is_file():
         raise UserError(f"prompt file not found: {path}")
@@ -211,8 +210,6 @@ def load_prompts(path, classes: list[str] | None = None) -> dict[str, list[str]]
         if path.suffix.lower() == ".json":
             data = json.loads(text)
         else:
-            import yaml
-
             data = yaml.safe_load(text)
     except Exception as e:  # json.JSONDecodeError, yaml.YAMLError
         raise UserError(

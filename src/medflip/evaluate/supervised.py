@@ -23,18 +23,22 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from medflip.data.augment import augment_batch, normalize
 from medflip.data.views import IndexedImages  # noqa: F401 - re-exported: its old home
 from medflip.errors import UserError
 from medflip.evaluate.inference import map_images
 from medflip.evaluate.metrics import bootstrap_all, classification_metrics, confusion
+from medflip.evaluate.plots import plt, save_figure
+from medflip.runtime import adamw_param_groups, autocast_context, warmup_cosine
 
 DEFAULT_FRACTIONS = (0.01, 0.1, 1.0)
 PROBE_C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0)
@@ -107,8 +111,7 @@ def fit_linear_probe(
 ):
     """Standardise + L2 logistic regression (L-BFGS). c=None: choose C by 3-fold stratified CV on <= 4096
     training images when every class has >= 3 of them (else C = 1). Returns (fitted pipeline, C used)."""
-    import warnings
-
+    # scikit-learn (~1 s to import) only when a probe is fitted: zero-shot and retrieval import this module
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_score
@@ -174,8 +177,6 @@ class ImageClassifier(nn.Module):
 
 
 def _optimizer(clf: ImageClassifier, cfg: FinetuneConfig) -> torch.optim.AdamW:
-    from medflip.runtime import adamw_param_groups
-
     def lr_of(name: str) -> float:
         return cfg.head_lr if name.startswith("head.") else cfg.lr
 
@@ -198,10 +199,6 @@ def finetune(
     Steps = max(epochs * ceil(N / batch), min_steps); each epoch is a seeded permutation. Returns the
     trained classifier (eval mode) and a summary (steps, final loss).
     """
-    from tqdm.auto import tqdm
-
-    from medflip.runtime import autocast_context, warmup_cosine
-
     cfg = cfg or FinetuneConfig()
     torch.manual_seed(cfg.seed)
     clf = ImageClassifier(copy.deepcopy(vision), n_classes).to(device).train()
@@ -337,8 +334,6 @@ def run_supervised(
 
 def plot_fractions(result: dict, out_png, title: str = ""):
     """Accuracy, macro-F1 and AUROC (with 95% CI bars) against the training fraction, log x axis."""
-    from medflip.evaluate.plots import plt, save_figure  # pyplot with the Agg backend selected
-
     rs = result["results"]
     x = [r["fraction"] * 100 for r in rs]
     fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=120)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from medflip.data.manifest import label_values
 from medflip.errors import UserError
 from medflip.observations import COMPETITION_TASKS, OBSERVATIONS, single_class
 
@@ -51,8 +52,6 @@ def binary_targets(values: np.ndarray, classes: np.ndarray, positive: str) -> tu
 
 def resolve_task(rows, task: str, positive: str | None) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(class names, y, kept row indices) for a task on a cache split; clear errors when labels do not fit."""
-    from medflip.data.manifest import label_values
-
     values = label_values(rows)
     if task == "chexpert5":
         names = list(COMPETITION_TASKS)

@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 import time
 
-from medflip.labeler.engine import label_values
+from medflip.labeler.engine import label_report, label_values
 from medflip.labeler.iu_reports import load_iu_reports
+from medflip.labeler.rules import default_rules
 
 
 def _texts() -> list[str]:
@@ -83,9 +84,6 @@ def worst_case(
     This is where catastrophic backtracking or a quadratic scan would show: each phrase kind (mention,
     exclusion, subject, qualifier, trigger, terminator) repeated densely is its own worst case.
     """
-    from medflip.labeler.engine import label_report
-    from medflip.labeler.rules import default_rules
-
     rules = default_rules()
     phrases = sorted({p.replace("*", "xx") for p in rules.exact})
     phrases += [w.pattern.replace("[a-z0-9]*", "xx") for w, _ in rules.wildcard]

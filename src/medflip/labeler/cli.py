@@ -7,6 +7,8 @@ import json
 import os
 import sys
 
+from tqdm import tqdm
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -88,8 +90,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_label(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
+    # The labeler's modules are imported by the command that runs them: `medflip label --help` (and every
+    # other command's start, which registers this module) must not pay for them.
     from medflip.labeler.engine import label_report, label_values
     from medflip.labeler.io import read_reports, write_labels_csv, write_sentences_csv
     from medflip.labeler.rules import default_rules

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, NamedTuple
 
+from tqdm import tqdm
+
 from medflip.labeler import rules as R
 from medflip.observations import OBSERVATIONS, to_label_vector
 
@@ -485,8 +487,6 @@ def label_reports(
     rules = rules or R.default_rules()
     items: Iterable[object] = texts
     if progress:
-        from tqdm import tqdm
-
         items = tqdm(texts, desc="labelling", unit="report")
     out = []
     for raw in items:

@@ -45,7 +45,7 @@ class IUReport:
 def default_iu_path() -> Path:
     """The reports tgz bundled with torchxrayvision (never downloaded)."""
     try:
-        import torchxrayvision
+        import torchxrayvision  # here: its import pulls in torch (seconds); the labeler never needs it
     except ImportError as e:  # pragma: no cover - it is a declared dependency
         raise UserError("torchxrayvision is not installed; pass the IU reports path explicitly") from e
     path = Path(torchxrayvision.__file__).parent / "data" / "NLMCXR_reports.tgz"

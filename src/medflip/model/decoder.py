@@ -22,6 +22,7 @@ class MAEDecoder(nn.Module):
     def __init__(
         self, width: int, num_patches: int, patch: int, in_chans: int, dim: int = 192, depth: int = 2
     ):
+        # timm (seconds to import) when a model is built: configs import the model modules
         from timm.models.vision_transformer import Block
 
         super().__init__()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from medflip._version import __version__
@@ -262,8 +263,6 @@ class MedFLIP(nn.Module):
     # ---- checkpoints -------------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write config.json, model.safetensors and the text config + tokenizer (text/)."""
-        from safetensors.torch import save_file
-
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         cfg = dataclasses.asdict(self.cfg)
@@ -284,7 +283,7 @@ class MedFLIP(nn.Module):
     @classmethod
     def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> MedFLIP:
         """Load a folder written by `save_pretrained`. Never unpickles: JSON + safetensors only."""
-        from safetensors.torch import load_file
+        # transformers (~1 s to import) when a model is built or loaded: PretrainConfig imports this module
         from transformers import AutoConfig, AutoTokenizer
 
         directory = Path(directory)

@@ -23,7 +23,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
+from medflip.data.augment import IMAGE_MEAN, IMAGE_STD, normalize
+from medflip.data.images import _pil_to_uint8, _stretch, dicom_to_uint8, fit_square, load_square
 from medflip.errors import UserError
 
 RESIZE_MODES = ("fit-longer-side-pad-black",)
@@ -79,10 +82,6 @@ class Preprocess:
         floats stretched; [H, W, 3|4] is converted to luma. A pydicom Dataset goes through the same DICOM
         pipeline as a .dcm file (modality LUT, VOI LUT / window, MONOCHROME1 inversion).
         """
-        from PIL import Image
-
-        from medflip.data.images import _pil_to_uint8, _stretch, dicom_to_uint8, fit_square, load_square
-
         size = self.cache_size
         if isinstance(image, (str, os.PathLike)):
             return load_square(Path(image), size)
@@ -112,8 +111,6 @@ class Preprocess:
 
     def normalize(self, u8: np.ndarray | torch.Tensor) -> torch.Tensor:
         """uint8 [S, S] or [B, S, S] -> float [1, size, size] or [B, 1, size, size] (evaluation's normalize)."""
-        from medflip.data.augment import IMAGE_MEAN, IMAGE_STD, normalize
-
         if (self.cfg.mean, self.cfg.std) != (IMAGE_MEAN, IMAGE_STD):
             raise UserError(f"unsupported normalisation mean={self.cfg.mean} std={self.cfg.std}")
         x = torch.as_tensor(np.asarray(u8, dtype=np.uint8))

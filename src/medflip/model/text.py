@@ -41,6 +41,7 @@ def resolve_text_path(name: str) -> str:
 
 
 def load_tokenizer(name_or_path: str):
+    # transformers (~1 s to import) when a tokenizer or model is built: configs import this module
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(resolve_text_path(name_or_path))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from medflip.errors import UserError
@@ -66,7 +67,7 @@ class MaskedViT(nn.Module):
             raise UserError(
                 f"vision.image_size={cfg.image_size} is not a multiple of the patch size {cfg.patch_size}"
             )
-        import timm  # imported here: `medflip --help` should not pay for it
+        import timm  # here: configs import this module, and `medflip pretrain --help` should not pay for timm
 
         self.cfg = cfg
         self.vit = timm.create_model(
@@ -110,8 +111,6 @@ class MaskedViT(nn.Module):
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         return load_file(str(path))
     # weights_only=True: never unpickle arbitrary objects from a file we did not write.
     obj = torch.load(str(path), map_location="cpu", weights_only=True)

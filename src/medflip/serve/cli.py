@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import uvicorn
+
+from medflip.data.texts import load_text_reports
 from medflip.errors import UserError
+from medflip.evaluate.explain import ground_file, plot_grounding
+from medflip.model.medflip import MedFLIP
+from medflip.serve.app import create_app
+from medflip.serve.inference import Analyzer
 
 SERVE_DESCRIPTION = """Serve a local web page to look at a trained model.
 
@@ -59,9 +66,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    from medflip.evaluate.explain import ground_file, plot_grounding
-    from medflip.model.medflip import MedFLIP
-
     if not args.text.strip():
         raise UserError("--text is empty: give a phrase to ground")
     model = MedFLIP.from_pretrained(args.model).eval()
@@ -78,15 +82,8 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from medflip.serve.app import create_app
-    from medflip.serve.inference import Analyzer
-
     corpus = None
     if args.corpus:
-        from medflip.data.texts import load_text_reports
-
         corpus = load_text_reports(args.corpus, args.text_column)
     analyzer = Analyzer(args.model, corpus=corpus, cache_dir=args.cache_dir, device=args.device)
     app = create_app(analyzer, max_upload_mb=args.max_upload_mb)

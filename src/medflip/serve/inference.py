@@ -12,7 +12,9 @@ Zero-shot probabilities:
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import io
 import os
 import tempfile
 import threading
@@ -21,11 +23,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
+from tqdm.auto import tqdm
 
 from medflip.data.images import ImageReadError, open_grayscale
 from medflip.evaluate.explain import model_input, overlay_png
 from medflip.evaluate.prompts import CHEXPERT_PROMPT_PARTS, NORMAL_PROMPTS, chexpert_prompts
 from medflip.evaluate.zeroshot import class_embeddings
+from medflip.labeler import split_sentences
+from medflip.labeler.iu_reports import load_iu_reports
 from medflip.model.grounding import ground
 from medflip.model.medflip import WEIGHTS_NAME, MedFLIP
 from medflip.observations import COMPETITION_TASKS, OBSERVATIONS
@@ -122,11 +128,7 @@ class Analyzer:
     def _sentence_index(self, corpus: list[str] | None, cache_dir, progress: bool) -> SentenceIndex:
         """Unique sentences of the corpus (default: the bundled IU reports), embedded once and cached on disk
         under the model's and the corpus's hashes (a new model or corpus never reuses stale vectors)."""
-        from medflip.labeler import split_sentences
-
         if corpus is None:
-            from medflip.labeler.iu_reports import load_iu_reports
-
             corpus = [r.text for r in load_iu_reports() if r.text]
         seen: dict[str, None] = {}
         for report in corpus:
@@ -141,7 +143,6 @@ class Analyzer:
             emb = np.load(path, allow_pickle=False)
             if emb.shape[0] == len(sentences):
                 return SentenceIndex(sentences, torch.from_numpy(emb))
-        from tqdm.auto import tqdm
 
         if progress:
             print(f"embedding {len(sentences)} corpus sentences once (cached in {path})")
@@ -218,16 +219,10 @@ class Analyzer:
 
 
 def _b64(png: bytes) -> str:
-    import base64
-
     return "data:image/png;base64," + base64.b64encode(png).decode()
 
 
 def _png_b64(gray: np.ndarray) -> str:
-    import io
-
-    from PIL import Image
-
     buf = io.BytesIO()
     Image.fromarray(gray).save(buf, format="PNG")
     return _b64(buf.getvalue())

@@ -15,13 +15,18 @@ Tasks (all scored on the test split; the validation split is used only for the z
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from medflip.data.cache import open_cache
+from medflip.data.manifest import label_values
 from medflip.errors import UserError
+from medflip.evaluate.tasks import binary_targets
+from medflip.labeler.iu_reports import load_iu_reports
 from medflip.study.plan import Cell, StudyConfig, is_curve_cell, retrieval_pool_path, text_corpus_path
 
 
@@ -29,8 +34,6 @@ from medflip.study.plan import Cell, StudyConfig, is_curve_cell, retrieval_pool_
 def load_reports(source: str) -> list[str]:
     """Report texts: "iu" (torchxrayvision's bundled IU reports) or a CSV/JSONL file with a `report` column."""
     if source == "iu":
-        from medflip.labeler.iu_reports import load_iu_reports
-
         return [r.text for r in load_iu_reports() if r.text]
     path = Path(source)
     if not path.is_file():
@@ -52,7 +55,6 @@ def prepare_texts(cfg: StudyConfig) -> dict:
     distinct No Finding sentences of them (equal counts). Writes texts_train.csv and retrieval_pool.csv.
     """
     from medflip.data.streams import TextCorpus
-    from medflip.evaluate.tasks import binary_targets
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -118,6 +120,8 @@ def probe_targets(rows: pd.DataFrame, cfg: StudyConfig) -> tuple[np.ndarray, np.
 
 
 # ------------------------------------------------------------------------------------------ evaluation
+# The evaluation below imports torch, the model and the evaluators in the functions that use them:
+# `medflip study status` / `report` import this module (through the runner) and must run without torch.
 def _zero_shot_probs(model, img_emb, prompts) -> np.ndarray:
     """Softmax over the prompt-ensemble class embeddings at the model's temperature. [N, C]."""
     from medflip.evaluate.zeroshot import class_embeddings
@@ -161,15 +165,12 @@ def _probe(f_train, y_train, f_test, fractions, seed: int, n_classes: int) -> di
 
 
 def _splits(cfg: StudyConfig):
-    from medflip.data.cache import open_cache
     from medflip.evaluate.supervised import IndexedImages
-    from medflip.evaluate.tasks import binary_targets
 
     caches = {s: open_cache(cfg.cache, s) for s in ("train", "val", "test")}
     d = {}
     for s, c in caches.items():
         y3, k3 = probe_targets(c.rows, cfg)
-        from medflip.data.manifest import label_values
 
         yb, kb = binary_targets(label_values(c.rows), c.rows["class"].fillna("").to_numpy(), cfg.positive)
         d[s] = {
@@ -264,7 +265,6 @@ def evaluate_cell(cfg: StudyConfig, cell: Cell, progress: bool = False) -> dict:
     tmp.write_text(json.dumps(res))
     tmp.replace(folder / "result.json")  # atomic: a killed evaluation leaves no half result
     if cfg.prune_checkpoints:  # 150 MB each (the locked text tower is saved too); the curve is measured
-        import shutil
 
         shutil.rmtree(run / "checkpoints", ignore_errors=True)
     return res

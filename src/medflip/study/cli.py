@@ -10,6 +10,12 @@ from __future__ import annotations
 
 import argparse
 
+from medflip.config import add_config_flags, config_from_args
+from medflip.errors import UserError
+from medflip.study.cell import evaluate_cell
+from medflip.study.plan import StudyConfig, cells, command_line, pretrain_argv
+from medflip.study.runner import cell_status, load_config, run_study, save_config
+
 DESCRIPTION = """Reproduction study of the paper's claims on Kermany (3-class probe, fine-tuning, zero-shot,
 retrieval), every method at the same CPU-time budget, several seeds. Resumable: kill it any time and run the
 same command again; finished cells are skipped and a half-trained cell continues from its checkpoint.
@@ -22,9 +28,6 @@ Examples:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from medflip.config import add_config_flags
-    from medflip.study.plan import StudyConfig
-
     p = sub.add_parser(
         "study",
         help="resumable reproduction study (docs/reproduction.md)",
@@ -69,20 +72,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _config(args):
-    from medflip.config import config_from_args
-    from medflip.study.plan import StudyConfig
-
     return config_from_args(StudyConfig, args)
 
 
 def _run(args) -> int:
-    from medflip.study.runner import run_study
-
     cfg = _config(args)
     if args.dry_run:
-        from medflip.study.plan import cells
-        from medflip.study.runner import cell_status, save_config
-
         save_config(cfg)
         for c in cells(cfg):
             print(f"{cell_status(cfg, c):8s} {c.name}")
@@ -96,8 +91,8 @@ def _run(args) -> int:
 
 
 def _report(args) -> int:
+    # report (matplotlib, ~0.5 s) is imported by the commands that write it: `study status` starts without it
     from medflip.study.report import write_report
-    from medflip.study.runner import load_config
 
     cfg = load_config(args.out)
     if args.seeds:
@@ -108,9 +103,6 @@ def _report(args) -> int:
 
 
 def _status(args) -> int:
-    from medflip.study.plan import cells, command_line, pretrain_argv
-    from medflip.study.runner import cell_status, load_config
-
     cfg = load_config(args.out)
     for c in cells(cfg):
         st = cell_status(cfg, c)
@@ -121,11 +113,6 @@ def _status(args) -> int:
 
 
 def _eval_cell(args) -> int:
-    from medflip.errors import UserError
-    from medflip.study.cell import evaluate_cell
-    from medflip.study.plan import cells
-    from medflip.study.runner import load_config
-
     cfg = load_config(args.out)
     match = [c for c in cells(cfg) if c.name == args.cell]
     if not match:

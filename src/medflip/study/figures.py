@@ -6,15 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from medflip.evaluate.plots import save_figure
+from medflip.evaluate.plots import plt, save_figure
 from medflip.study import stats
 from medflip.study.aggregate import Aggregate, Metric, label
-
-
-def _plt():
-    from medflip.evaluate.plots import plt  # pyplot with the Agg backend selected
-
-    return plt
 
 
 def plot_time(agg: Aggregate, methods: list[str], out: Path) -> Path | None:
@@ -22,7 +16,6 @@ def plot_time(agg: Aggregate, methods: list[str], out: Path) -> Path | None:
     curves = {m: r["curve"] for m in methods for r in agg.group(m)[:1] if r.get("curve")}
     if not curves:
         return None
-    plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=120)
     for m, pts in curves.items():
         x = [p["elapsed_s"] / 60 for p in pts]
@@ -42,7 +35,6 @@ def plot_label_fractions(
     agg: Aggregate, methods: list[str], fractions: list[float], out: Path
 ) -> Path | None:
     """3-class probe balanced accuracy vs label fraction (mean +- sd over seeds)."""
-    plt = _plt()
     fig, ax = plt.subplots(figsize=(5.8, 3.8), dpi=120)
     drawn = False
     for i, m in enumerate(methods):
@@ -77,7 +69,6 @@ def plot_pretrain_fractions(
     agg: Aggregate, methods: list[str], fractions: list[float], out: Path
 ) -> Path | None:
     """Probe balanced accuracy (10% labels) and zero-shot AUROC vs fraction of pre-training images."""
-    plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=120)
     drawn = False
     for m in methods:
@@ -114,7 +105,6 @@ def plot_pretrain_fractions(
 
 def plot_reliability(agg: Aggregate, methods: list[str], out: Path) -> Path | None:
     """Reliability diagram of the zero-shot softmax P(pneumonia) on test, pooled over seeds."""
-    plt = _plt()
     fig, ax = plt.subplots(figsize=(4.8, 4.2), dpi=120)
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--", label="perfect calibration")
     drawn = False

@@ -14,6 +14,8 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+from medflip.errors import UserError
+
 # name -> (label, what, pretrain flags). Every method shares the model, data, optimiser and CPU-time budget.
 METHODS: dict[str, tuple[str, str, list[str]]] = {
     "medclip": ("MedCLIP objective", "mask 0, no SVD", ["--train.mask_ratio", "0", "--loss.beta_svd", "0"]),
@@ -130,8 +132,6 @@ def cells(cfg: StudyConfig) -> list[Cell]:
     still covers every method, and second seeds come before the data-efficiency cells), then those."""
     unknown = [m for m in (*cfg.methods, *cfg.pretrain_fraction_methods) if m not in METHODS]
     if unknown:
-        from medflip.errors import UserError
-
         raise UserError(f"unknown method(s) {unknown}; known: {', '.join(METHODS)}")
     out = [Cell(m, seed) for seed in cfg.seeds for m in cfg.methods]
     out += [

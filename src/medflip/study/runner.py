@@ -19,7 +19,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from medflip.config import from_dict
 from medflip.errors import UserError
+from medflip.study.cell import prepare_texts
 from medflip.study.plan import Cell, StudyConfig, cells, command_line, pretrain_argv
 
 
@@ -56,8 +58,6 @@ def save_config(cfg: StudyConfig) -> Path:
 
 
 def load_config(out: str | Path) -> StudyConfig:
-    from medflip.config import from_dict
-
     path = Path(out) / "study.json"
     if not path.is_file():
         raise UserError(f"{path} not found: run `medflip study run --out {out}` first")
@@ -115,8 +115,6 @@ def _add_wall(folder: Path, key: str, seconds: float) -> None:
 
 def run_study(cfg: StudyConfig, only: list[str] | None = None, limit: int = 0) -> dict:
     """Every cell of the plan (or those named in `only`), `cfg.jobs` at a time. Returns counts by outcome."""
-    from medflip.study.cell import prepare_texts
-
     save_config(cfg)
     info = prepare_texts(cfg)
     print(

@@ -1,9 +1,11 @@
-"""Pre-training: the run config, the training step and loop (`pretrain`), checkpoints and torchrun / DDP."""
+"""Pre-training: the run config, the training step and loop (`pretrain`), a run from its config
+(`train_from_config`: batches, model, seed, `pretrain`, model card), checkpoints and torchrun / DDP."""
 
 from medflip._lazy import lazy_face
 
 _NAMES = {
     "pretrain": "loop",
+    "train_from_config": "run",
     "build_optimizer": "loop",
     "TrainingDiverged": "loop",
     "PretrainConfig": "config",

@@ -13,6 +13,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from medflip._version import __version__
+from medflip.train.checkpoint import latest_checkpoint
+
 INTENDED_USE = """## Intended use
 
 Research on chest X-ray vision-language representation learning: zero-shot classification, image-text
@@ -47,8 +50,6 @@ def model_card(
     model_name: str = "MedFLIP",
 ) -> str:
     """The card's Markdown. data: cache, split, images, manifest_sha256, texts; preprocess: config.json's."""
-    from medflip._version import __version__
-
     c = dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)
     model, train = c.get("model", {}), c.get("train", {})
     vision = model.get("vision", {})
@@ -116,8 +117,6 @@ def model_card(
 
 def write_model_card(model_dir: Path, cfg: Any, run_dir: Path, data: dict[str, Any]) -> Path:
     """Write model_dir/README.md from the run folder (last checkpoint's state, log.csv) and config.json."""
-    from medflip.train.checkpoint import latest_checkpoint
-
     model_dir, run_dir = Path(model_dir), Path(run_dir)
     state: dict[str, Any] = {}
     ckpt = latest_checkpoint(run_dir)

@@ -27,8 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
 from medflip.errors import UserError
+from medflip.model.medflip import WEIGHTS_NAME, read_model_config
 
 FORMAT = "medflip-checkpoint/2"
 READABLE_FORMATS = ("medflip-checkpoint/1", FORMAT)  # /1: trainer.pt (read with weights_only=True)
@@ -107,8 +110,6 @@ def save_checkpoint(
     run_dir: Path, step: int, model, optimizer, scheduler, state: dict[str, Any], keep: int = 0
 ) -> Path:
     """Write checkpoint `step` of the run (see the module docstring); returns its folder."""
-    from safetensors.torch import save_file
-
     ckpt_root = Path(run_dir) / "checkpoints"
     ckpt_root.mkdir(parents=True, exist_ok=True)
     final = ckpt_root / f"step_{step:08d}"
@@ -198,11 +199,6 @@ def load_model_state(ckpt: Path, model: torch.nn.Module) -> None:
     Errors name the offending tensors (a checkpoint of another model size, a truncated file, a run
     that diverged before the checkpoint was written).
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    from medflip.model.medflip import WEIGHTS_NAME, read_model_config
-
     ckpt = Path(ckpt)
     try:
         read_model_config(ckpt)
@@ -244,8 +240,6 @@ def load_trainer_state(ckpt: Path, optimizer, scheduler) -> dict[str, Any]:
     state = read_state(ckpt)
     try:
         if (ckpt / TRAINER_JSON).is_file():
-            from safetensors.torch import load_file
-
             trainer = _join_tensors(
                 json.loads((ckpt / TRAINER_JSON).read_text()), load_file(str(ckpt / TRAINER_TENSORS))
             )

@@ -7,6 +7,7 @@ is ever dropped silently.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -17,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from medflip.errors import UserError
+from medflip.labeler import label_report
 from medflip.observations import OBSERVATIONS
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".dcm", ".dicom")
@@ -118,12 +120,6 @@ def normal_labels() -> dict[str, int | None]:
 
 def report_labels(texts: Sequence[str]) -> list[dict[str, int | None]]:
     """Label report texts with the rule-based labeler (docs/labeler.md); identical texts are labeled once."""
-    try:
-        from medflip.labeler import label_report
-    except ImportError as e:
-        raise UserError(
-            "this dataset needs the report labeler (medflip.labeler), which is not available"
-        ) from e
     memo: dict[str, dict[str, int | None]] = {}
     out = []
     for t in texts:
@@ -156,8 +152,6 @@ def list_images(folder: Path) -> list[Path]:
 def xrv_data_file(name: str) -> Path | None:
     """A metadata file bundled in torchxrayvision's data/ folder, found WITHOUT importing torchxrayvision
     (its import pulls in torch and takes seconds)."""
-    import importlib.util
-
     spec = importlib.util.find_spec("torchxrayvision")
     if spec is None or not spec.origin:
         return None

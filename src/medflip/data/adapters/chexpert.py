@@ -34,6 +34,7 @@ from medflip.data.adapters._common import (
     parse_label,
     read_csv_checked,
 )
+from medflip.data.manifest import read_manifest
 from medflip.errors import UserError
 from medflip.observations import COMPETITION_TASKS, OBSERVATIONS
 
@@ -109,8 +110,6 @@ def run(ctx: ImportContext) -> pd.DataFrame:
 
 def exclude_patients(df: pd.DataFrame, manifest: Path) -> pd.DataFrame:
     """df without the rows of any patient of `manifest` (a medflip manifest, e.g. CheXpert-5x200)."""
-    from medflip.data.manifest import read_manifest
-
     held_out = set(read_manifest(manifest, resolve_paths=False)["patient_id"].astype(str)) - {""}
     if not held_out:
         raise UserError(f"--exclude {manifest}: the manifest has no patient ids to exclude")

@@ -30,6 +30,7 @@ from medflip.data.adapters._common import (
     xrv_data_file,
 )
 from medflip.errors import UserError
+from medflip.labeler.iu_reports import default_iu_path, parse_iu_xml
 
 
 def _xml_sources(source: Path) -> Iterator[tuple[str, bytes]]:
@@ -53,7 +54,6 @@ def _xml_sources(source: Path) -> Iterator[tuple[str, bytes]]:
 def _default_reports(root: Path) -> Path:
     if any(root.rglob("*.xml")):
         return root
-    from medflip.labeler.iu_reports import default_iu_path
 
     return default_iu_path()
 
@@ -77,8 +77,6 @@ def _bundled_views() -> dict[str, str]:
 
 
 def run(ctx: ImportContext) -> pd.DataFrame:
-    from medflip.labeler.iu_reports import parse_iu_xml
-
     reports_src = Path(ctx.opt("reports")) if ctx.opt("reports") else _default_reports(ctx.root)
     images = images_by_stem(ctx.root, (".png", ".jpg", ".jpeg", ".dcm"))
     if not images:

@@ -31,6 +31,7 @@ from medflip.data.adapters._common import (
     read_csv_checked,
     xrv_data_file,
 )
+from medflip.data.splits import patient_split
 from medflip.errors import UserError
 
 
@@ -47,7 +48,7 @@ def _bundled_views() -> dict[str, str]:
 
 def _dicom_view(path: str) -> str:
     try:
-        import pydicom
+        import pydicom  # here: only RSNA's DICOM headers need it (~0.2 s to import)
 
         return str(pydicom.dcmread(path, stop_before_pixels=True).get("ViewPosition", "") or "")
     except Exception:
@@ -118,8 +119,6 @@ def assign_split(df: pd.DataFrame, fractions: str, seed: int) -> pd.DataFrame:
     patient-disjoint train/val/test split here (`--fractions`, `--seed`) so that `eval probe` / `finetune`
     (train on train, score on test) work on the manifest as imported. `medflip data split --overwrite`
     can still replace it."""
-    from medflip.data.splits import patient_split
-
     try:
         fr = [float(x) for x in str(fractions).split(",")]
     except ValueError as e:

@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from medflip.data.cache import open_cache
+from medflip.data.overlap import warn_overlap
 from medflip.errors import UserError
+from medflip.evaluate.prompts import binary_prompts, chexpert_prompts, load_prompts
+from medflip.evaluate.supervised import IndexedImages
+from medflip.model.medflip import MedFLIP, read_model_config
+from medflip.runtime import resolve_device
 
 
 def open_split(cache_dir, split: str):
-    from medflip.data.cache import open_cache
-
     cache = open_cache(cache_dir, split)
     if len(cache) == 0:
         raise UserError(f"split {split!r} of {cache_dir} is empty")
@@ -19,16 +23,12 @@ def open_split(cache_dir, split: str):
 
 def load(args):
     """Validate model folder and cache split first (cheap), then load the model."""
-    from medflip.model.medflip import read_model_config
-
     read_model_config(Path(args.model))
     return open_split(args.cache, args.split)
 
 
 def task_images(cache, keep):
     """The task's rows of a cache split, read lazily from the memory map."""
-    from medflip.evaluate.supervised import IndexedImages
-
     return IndexedImages(cache.images, keep)
 
 
@@ -52,8 +52,6 @@ def fmt(metrics: dict, key: str) -> str:
 def task_prompts(args, names: list[str]) -> dict[str, list[str]]:
     """The task's class prompts: the user's --prompts file (it must name exactly the task's classes), else
     chexpert5: the seeded generator; binary: the fixed sets."""
-    from medflip.evaluate.prompts import binary_prompts, chexpert_prompts, load_prompts
-
     if getattr(args, "prompts", None):
         return load_prompts(args.prompts, names)
     try:
@@ -65,14 +63,10 @@ def task_prompts(args, names: list[str]) -> dict[str, list[str]]:
 
 
 def eval_device(args):
-    from medflip.runtime import resolve_device
-
     return resolve_device(args.device)
 
 
 def load_model(args):
-    from medflip.model.medflip import MedFLIP
-
     return MedFLIP.from_pretrained(args.model, map_location=eval_device(args)).eval()
 
 
@@ -106,7 +100,6 @@ def pretraining_overlap(args, eval_rows) -> dict | None:
         if found is None:
             return None
         source, split = found, "the model's run config.json"
-    from medflip.data.overlap import warn_overlap
 
     train = open_split(*source)
     name = f"{source[0]} [{source[1]}]"

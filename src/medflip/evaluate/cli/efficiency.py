@@ -5,13 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from medflip.errors import UserError
+from medflip.evaluate import efficiency as eff
 from medflip.evaluate.cli.common import eval_device, open_split, task_images, task_prompts, write_outputs
 from medflip.evaluate.tasks import resolve_task
 
 
 def efficiency(args) -> int:
-    from medflip.evaluate import efficiency as eff
-
     if not args.time_runs and not args.data_runs:
         raise UserError(
             "pass --time-runs (checkpoints vs wall-clock) and/or --data-runs (subset pre-trainings)"

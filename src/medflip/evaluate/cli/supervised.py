@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from medflip.data.overlap import warn_overlap
 from medflip.errors import UserError
 from medflip.evaluate.cli.common import eval_device, fmt, load, open_split, task_images, write_outputs
+from medflip.evaluate.plots import plot_confusion
+from medflip.evaluate.supervised import FinetuneConfig, plot_fractions, run_supervised
 from medflip.evaluate.tasks import resolve_task
+from medflip.model.medflip import MedFLIP
 
 
 def _fractions(values: list[float]) -> list[float]:
@@ -18,11 +22,6 @@ def _fractions(values: list[float]) -> list[float]:
 
 def _supervised(args, mode: str, probe_c: float | None = None, ft=None) -> int:
     """What probe and fine-tuning share: splits, task, leak check, the run, tables and plots."""
-    from medflip.data.overlap import warn_overlap
-    from medflip.evaluate.plots import plot_confusion
-    from medflip.evaluate.supervised import plot_fractions, run_supervised
-    from medflip.model.medflip import MedFLIP
-
     fractions = _fractions(args.fractions)
     train_cache_dir = args.train_cache or args.cache
     same = Path(train_cache_dir).resolve() == Path(args.cache).resolve() and args.train_split == args.split
@@ -111,8 +110,6 @@ def probe(args) -> int:
 
 
 def finetune(args) -> int:
-    from medflip.evaluate.supervised import FinetuneConfig
-
     ft = FinetuneConfig(
         epochs=args.epochs,
         min_steps=args.min_steps,

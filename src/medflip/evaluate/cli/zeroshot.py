@@ -7,7 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from medflip.data.streams import TextCorpus
+from medflip.data.texts import load_text_reports
 from medflip.errors import UserError
+from medflip.evaluate.candidates import balanced_pick, sentence_candidates
 from medflip.evaluate.cli.common import (
     fmt,
     load,
@@ -17,13 +20,13 @@ from medflip.evaluate.cli.common import (
     task_prompts,
     write_outputs,
 )
+from medflip.evaluate.plots import plot_confusion
 from medflip.evaluate.tasks import resolve_task
+from medflip.evaluate.zeroshot import encode_images, zero_shot
+from medflip.evaluate.zeroshot import retrieval as retrieval_scores
 
 
 def zeroshot(args) -> int:
-    from medflip.evaluate.plots import plot_confusion
-    from medflip.evaluate.zeroshot import encode_images, zero_shot
-
     cache = load(args)
     names, y, keep = resolve_task(cache.rows, args.task, args.positive)
     prompts = task_prompts(args, names)
@@ -56,8 +59,6 @@ def zeroshot(args) -> int:
 
 def _candidate_texts(args, cache, names: list[str]) -> tuple[list[str], np.ndarray, dict]:
     """Retrieval candidates grouped by class, the same count per class (medflip.evaluate.candidates)."""
-    from medflip.evaluate.candidates import balanced_pick, sentence_candidates
-
     protocol: dict = {"seed": args.seed, "classes": names}
     if args.texts == "prompts":
         n = args.per_class or 10
@@ -72,8 +73,6 @@ def _candidate_texts(args, cache, names: list[str]) -> tuple[list[str], np.ndarr
             prompts={k: ps[:take] for k, ps in prompts.items()},
         )
         return texts, cats, protocol
-    from medflip.data.streams import TextCorpus
-    from medflip.data.texts import load_text_reports
 
     reports = (
         cache.rows["report"].fillna("").tolist()
@@ -107,8 +106,6 @@ def _candidate_texts(args, cache, names: list[str]) -> tuple[list[str], np.ndarr
 
 
 def retrieval(args) -> int:
-    from medflip.evaluate.zeroshot import encode_images, retrieval
-
     cache = load(args)
     names, y, keep = resolve_task(cache.rows, args.task, args.positive)
     texts, cats, protocol = _candidate_texts(args, cache, names)
@@ -118,7 +115,7 @@ def retrieval(args) -> int:
         model, task_images(cache, keep), batch_size=args.batch_size, progress=True, precision=args.precision
     )
     txt = model.encode_text(texts).float().cpu()
-    m = retrieval(img, y, txt, cats)
+    m = retrieval_scores(img, y, txt, cats)
     m.update(task=args.task, split=args.split, classes=names, model=str(args.model), protocol=protocol)
     if leak is not None:
         m["pretraining_overlap"] = leak
