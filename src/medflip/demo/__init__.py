@@ -9,6 +9,11 @@ The demo prints zero-shot accuracy (5 CheXpert classes, held-out phantoms), retr
 sentences, and a grounding check (does the class name light up where the phantom drew the finding?), and
 writes the model, metrics.json, plots and one grounding figure per class into the run folder.
 
-Modules: config (DemoConfig), data (IU labels -> balanced rows -> phantoms), phantom (the renderer),
-grounding (scores against the drawn findings), runner (the run), cli (the command).
+The run writes its data as any dataset (phantom PNGs + manifest, an image cache with train and test splits,
+the training reports as a corpus CSV) and trains through `medflip pretrain`'s path, so its config.json
+retrains it: `medflip pretrain --config runs/demo/config.json --train.out runs/demo-again`.
+
+Modules: config (DemoConfig: a PretrainConfig with the demo's defaults + a `demo` section), data (IU labels ->
+balanced rows -> phantoms -> files on disk), phantom (the renderer), grounding (scores against the drawn
+findings), runner (the run), cli (the command).
 """
