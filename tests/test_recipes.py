@@ -97,8 +97,9 @@ def extra_flags(argv: list[str]) -> list[str]:
         ]
         + ["--svd-batch", "4", "--text-tokens", "8"],
         ("label-bench",): ["--reports", "200"],
-        ("demo",): ["--steps", "2", "--batch_size", "8", "--images_per_class", "2", "--test_per_class", "2"]
-        + ["--render_size", "32", "--image_size", "32", "--no-progress"],
+        ("demo",): ["--train.steps", "2", "--data.batch_size", "8", "--demo.images_per_class", "2"]
+        + ["--data.balance_text", "2", "--demo.test_per_class", "2", "--demo.render_size", "32"]
+        + ["--model.vision.image_size", "32", "--no-progress"],
         ("study", "run"): TINY_STUDY,
     }.get(cmd, [])
 
