@@ -8,8 +8,9 @@ script and `medflip serve`. Each runs the documented line itself; what is change
   one process per node, its rendezvous port a free one; `/shared/` (storage every node sees) is the workspace;
 - SLURM is a stand-in `srun` / `scontrol` on PATH (fakebin/) with the environment sbatch sets;
 - the venv install runs offline: pip gets no index (PIP_NO_INDEX) and the already installed dependencies (those
-  of the interpreter running the tests) through PYTHONPATH, and builds without isolation, so `pip install -e`
-  really installs this checkout's copy into the new venv, in seconds.
+  of the interpreter running the tests) through PYTHONPATH, and builds without isolation with that environment's
+  setuptools (the [test] extra asks for one that needs no `wheel` package), so `pip install -e` really
+  installs this checkout's copy into the new venv, in seconds.
 """
 
 from __future__ import annotations
@@ -110,6 +111,10 @@ def ci_line() -> str:
 def run_venv_line(text: str, ws: Path, extra_flags) -> str:
     """`python3 -m venv .venv && .venv/bin/pip install -e ... && .venv/bin/X`, offline, in the workspace (a copy
     of this checkout's pyproject.toml / README.md / src). Returns a note when a part is CI's own step."""
+    import setuptools
+
+    version = tuple(int(x) for x in setuptools.__version__.split(".")[:2])
+    assert version >= (70, 1), f"setuptools {setuptools.__version__}: the [test] extra asks for >= 70.1"
     purelib = sysconfig.get_paths()["purelib"]
     env = {
         **base_env(ws),
