@@ -183,6 +183,7 @@ def run_multinode_torchrun(words: list[str], ws: Path, extras: list[str]) -> Non
                 p.kill()
     for p, out in zip(procs, outs):
         assert p.returncode == 0, f"a node exited {p.returncode}\n{out[-4000:]}"
+    assert any(f"pretrain: {n} processes" in out for out in outs), "no node reports the group of all nodes"
 
 
 def run_slurm_script(text: str, ws: Path, extra_flags) -> None:
@@ -212,7 +213,11 @@ def run_slurm_script(text: str, ws: Path, extra_flags) -> None:
         "SLURM_JOB_NODELIST": nodes,
         "SLURM_NODELIST": nodes,
     }
-    check(subprocess.run(["bash", str(path)], cwd=ws, env=env, capture_output=True, text=True, timeout=600))
+    proc = subprocess.run(["bash", str(path)], cwd=ws, env=env, capture_output=True, text=True, timeout=600)
+    check(proc)
+    assert f"pretrain: {SLURM_NODES} processes" in proc.stdout + proc.stderr, (
+        "the nodes did not form one group"
+    )
 
 
 def run_serve(words: list[str], ws: Path, entry_point: list[str], image: Path) -> None:
