@@ -3,6 +3,10 @@
 # Pre-trains on a patient-disjoint train split with the IU report sentences as the (decoupled) text corpus,
 # evaluates zero-shot pneumonia vs normal. Usage: scripts/kermany_results.sh STAGE [MINUTES]
 #   STAGE = data | tau | methods | data-efficiency | balance ; MINUTES = wall-clock budget per run (default 5)
+# Environment: KERMANY_ROOT (the images; default ../shared/data/kermany-pneumonia), OUT (default runs/kermany),
+#   TAU (methods / data-efficiency), PRETRAIN_FLAGS (extra `medflip pretrain` flags appended to every run; the
+#   last value of a flag wins, e.g. PRETRAIN_FLAGS="--train.steps 2 --train.time_budget_min 0" for a smoke run,
+#   as tests/test_recipes.py does with a tiny model).
 set -euo pipefail
 ROOT=${KERMANY_ROOT:-../shared/data/kermany-pneumonia}
 OUT=${OUT:-runs/kermany}
@@ -12,6 +16,7 @@ COMMON=(--data.cache "$OUT/cache128" --data.texts iu --data.batch_size 64
         --model.vision.size tiny --model.vision.image_size 64 --model.text.freeze_layers 6
         --optim.lr 3e-4 --optim.warmup_steps 50 --train.steps 100000 --train.time_budget_min "$MIN"
         --train.ckpt_every 100 --train.log_every 10 --no-progress)
+if [ -n "${PRETRAIN_FLAGS:-}" ]; then read -ra extra <<< "$PRETRAIN_FLAGS"; COMMON+=("${extra[@]}"); fi
 zeroshot() {  # run split
   medflip eval zeroshot --model "$1/model" --cache "$OUT/cache128" --split "$2" --task binary \
     --positive Pneumonia --out "$1/eval_$2" --json "$1/eval_$2/zeroshot.json"

@@ -8,6 +8,8 @@
     data/rsna-pneumonia/                stage_2_train_labels.csv, stage_2_detailed_class_info.csv, DICOMs
     data/COVID-19_Radiography_Dataset/  COVID/ Normal/ Lung_Opacity/ Viral Pneumonia/, images/*.png
     data/chest_xray/                    Kermany: {train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg
+    ../shared/data/kermany-pneumonia/   Kermany's training split alone (train/{NORMAL,PNEUMONIA} + train.csv),
+                                        where the reproduction docs expect it (relative to the checkout)
     reports.csv, mimic_reports.csv      report tables (study_id, report); reports.jsonl (id, text)
     mimic-cxr-reports/files/...         extracted MIMIC-CXR reports
     NLMCXR_reports.tgz                  IU report XMLs (ecgen-radiology/N.xml), as distributed
@@ -172,6 +174,24 @@ def make_kermany(root: Path) -> Path:
     return root
 
 
+def make_kermany_train(root: Path, per_kind: int = 12) -> Path:
+    """The training split alone, as /work/shared/data/kermany-pneumonia holds it: train/{NORMAL,PNEUMONIA} and
+    train.csv (path,label,subtype); enough patients of each kind (normal / bacteria / virus) that a seeded
+    70/15/15 patient-disjoint split leaves every kind in every split."""
+    rows = []
+    for k in range(per_kind):
+        for label, kind, name in (
+            ("NORMAL", "normal", f"IM-{700 + k:04d}-0001.jpeg"),
+            ("PNEUMONIA", "bacteria", f"person{700 + k}_bacteria_{k + 1}.jpeg"),
+            ("PNEUMONIA", "virus", f"person{800 + k}_virus_{k + 1}.jpeg"),
+        ):
+            rel = f"train/{label}/{name}"
+            write_jpeg(root / rel, h=48, w=48, seed=len(rows) + 7000)
+            rows.append((rel, label, kind))
+    pd.DataFrame(rows, columns=["path", "label", "subtype"]).to_csv(root / "train.csv", index=False)
+    return root
+
+
 IU_XML = """<?xml version="1.0" encoding="utf-8"?>
 <eCitation><meta type="rr"/><uId id="CXR{n}"/><pmcId id="{n}"/>
 <MedlineCitation Owner="Indiana University" Status="supplied by publisher"><Article PubModel="Electronic">
@@ -210,12 +230,14 @@ def make_user_files(ws: Path) -> None:
 
 
 def build_workspace(ws: Path) -> Path:
-    """All datasets under ws/data/ (the docs' /data/ prefix maps here) and the user files in ws."""
+    """All datasets under ws/data/ (the docs' /data/ prefix maps here), the user files in ws, and Kermany's
+    training split in ws/../shared/data/ (the path docs/results.md and docs/reproduction.md use)."""
     ws.mkdir(parents=True, exist_ok=True)
     make_mimic(ws / "data" / "mimic-cxr-jpg")
     make_chexpert(ws / "data" / "CheXpert-v1.0-small")
     make_rsna(ws / "data" / "rsna-pneumonia")
     make_covid(ws / "data" / "COVID-19_Radiography_Dataset")
     make_kermany(ws / "data" / "chest_xray")
+    make_kermany_train(ws.parent / "shared" / "data" / "kermany-pneumonia")
     make_user_files(ws)
     return ws

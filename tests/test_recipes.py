@@ -9,18 +9,23 @@ How a document is read:
   as NAME before the commands that follow them (e.g. the flip.yaml a pretrain command reads).
 - ```python blocks run (exec) in the workspace, one namespace per document.
 - `<!-- recipe: skip REASON -->` on the line before a fence skips that block; the skip and its reason are
-  counted and printed. Commands that are not `medflip` / `torchrun` must be listed in SKIP with a reason.
+  counted and printed. Commands that are not `medflip` / `torchrun` must be listed in SHELL (how they run) or
+  SKIP (why not). `/shared/...` (storage all nodes of a multi-node run see) is the workspace.
 
 `medflip` commands run in this process through `medflip.cli.main(argv)` (the same parser and functions as the
 console script; one torch import instead of one per command) except the `label*` commands, which run as
-real subprocesses of the installed entry point; a command's return code must be 0. The first `torchrun`
-example runs with 2 processes on CPU (gloo); later ones and multi-node launches are skipped (counted, with
-the reason), as is `medflip serve` (a server that runs until stopped). `runs/demo/model` (made by
-`medflip demo`, minutes, not run here) is a copy of the recipe's runs/mimic/model.
+real subprocesses of the installed entry point; a command's return code must be 0. `VAR=value medflip ...`
+sets VAR for that command. Everything else runs too (tests/recipe_launch.py says how): the venv set-up lines
+(offline, into the workspace's copy of this checkout), other shell lines (bash, with this environment's
+`python` / `medflip` on PATH), the one-node torchrun example (2 CPU processes, gloo), the multi-node launch
+(every node on 127.0.0.1), a `#!` block as a script (the SLURM job under a stand-in `srun`), and `medflip serve`
+(started, asked once through its API, stopped). The workspace is a copy of the checkout's pyproject.toml,
+README.md, src/ and scripts/ beside the fixtures, so `pip install -e .` and `scripts/...` work as documented.
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import itertools
 import os
@@ -36,22 +41,22 @@ from pathlib import Path
 
 import pytest
 
+import recipe_launch as launch
 from fixtures_layouts import build_workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
-# Documented commands that are not medflip commands: never run here, always counted, with the reason.
-SKIP = {
-    "python3 -m venv": "installs medflip into a new venv: CI's own install step does exactly this",
-    "scripts/kermany_results.sh": "hours of training on the real Kermany images; its steps are medflip commands tested here",
-    "TAU=": "hours of training on the real Kermany images; its steps are medflip commands tested here",
+# Documented shell lines that are not medflip / torchrun commands: every one must be listed here (how it runs).
+SHELL = {
+    "python3 -m venv": "the set-up line: a venv, pip install -e of this checkout (offline), then its command",
+    "python -c": "a Python one-liner (this environment's python)",
+    "/usr/bin/time": "a timed command (bash, this environment's medflip on PATH)",
+    "scripts/kermany_results.sh": "the results script (bash), tiny models through its PRETRAIN_FLAGS knob",
 }
 
-# Commands that do not end by themselves: counted, not run here (their own tests drive them).
-LONG_RUNNING = {
-    "serve": "starts a web server that runs until stopped; tests/test_serve.py drives it through its API",
-}
+# Documented commands that are not run here: counted, with the reason (none at present; kept for new ones).
+SKIP: dict[str, str] = {}
 
 TINY_MODEL = [
     "--model.vision.size", "tiny", "--model.vision.image_size", "32", "--model.embed_dim", "32",
@@ -93,13 +98,35 @@ def extra_flags(argv: list[str]) -> list[str]:
         ]
         + ["--svd-batch", "4", "--text-tokens", "8"],
         ("label-bench",): ["--reports", "200"],
+        ("demo",): ["--steps", "2", "--batch_size", "8", "--images_per_class", "2", "--test_per_class", "2"]
+        + ["--render_size", "32", "--image_size", "32", "--no-progress"],
+        ("study", "run"): TINY_STUDY,
     }.get(cmd, [])
+
+
+# `medflip study run`: two methods, seed 0, no data-fraction cells, a 0.24 s CPU budget, one cell run (the other,
+# medflip_f1_s0, is the cell docs/reproduction.md trains and evaluates by hand right after).
+TINY_STUDY = [
+    "--methods", "medclip,medflip", "--only", "medclip_f1_s0", "--seeds", "0", "--pretrain_fractions", "1",
+    "--budget_min", "0.004", "--image_size", "32", "--vision_size", "tiny", "--embed_dim", "32",
+    "--batch_size", "4", "--warmup_steps", "1", "--text_freeze_layers", "5", "--ckpt_every", "1000",
+    "--ckpt_every_other", "1000", "--curve_checkpoints", "0", "--probe_fractions", "1",
+    "--finetune_epochs", "1", "--n_boot", "20", "--jobs", "1", "--threads", "1", "--device", "cpu",
+]  # fmt: skip
+
+
+def extra_env(words: list[str]) -> dict[str, str]:
+    """Tiny sizes for a script through the knob it documents."""
+    if words and words[0] == "scripts/kermany_results.sh":
+        pretrain = extra_flags(["pretrain"]) + ["--train.ckpt_every", "1"]  # efficiency reads checkpoints
+        return {"PRETRAIN_FLAGS": shlex.join(pretrain)}
+    return {}
 
 
 @dataclass
 class Example:
     doc: str  # "docs/data.md:12"
-    kind: str  # command | python | file | skip
+    kind: str  # command | shell | script | python | file | skip
     text: str
     reason: str = ""
 
@@ -155,18 +182,26 @@ def documented_examples() -> list[Example]:
             prev = next((lines[k] for k in range(start - 1, -1, -1) if lines[k].strip()), "")
             skip = re.match(r"<!--\s*recipe:\s*skip\s*(.*?)\s*-->", prev.strip())
             where = f"{name}:{start + 1}"
-            if lang in ("bash", "sh", "shell", "console"):
+            if lang in ("bash", "sh", "shell", "console") and body and body[0].startswith("#!"):
+                kind = "skip" if skip else "script"  # a batch script: one documented command, run whole
+                examples.append(Example(where, kind, "\n".join(body), skip and skip.group(1) or ""))
+            elif lang in ("bash", "sh", "shell", "console"):
                 for cmd in _commands(body):
                     if skip:
                         examples.append(
                             Example(where, "skip", cmd, skip.group(1) or "marked in the document")
                         )
-                    elif cmd.startswith(("medflip ", "torchrun ")):
+                        continue
+                    rest = shlex.join(launch.split_env(shlex.split(cmd))[1])
+                    reason = next((r for k, r in SKIP.items() if rest.startswith(k)), None)
+                    if reason:
+                        examples.append(Example(where, "skip", cmd, reason))
+                    elif rest.startswith(("medflip ", "torchrun ")):
                         examples.append(Example(where, "command", cmd))
                     else:
-                        reason = next((r for k, r in SKIP.items() if cmd.startswith(k)), None)
-                        assert reason, f"{where}: {cmd!r} is neither a medflip command nor listed in SKIP"
-                        examples.append(Example(where, "skip", cmd, reason))
+                        known = any(rest.startswith(k) for k in SHELL)
+                        assert known, f"{where}: {cmd!r} is neither a medflip command nor listed in SHELL"
+                        examples.append(Example(where, "shell", cmd))
             elif lang == "python":
                 examples.append(
                     Example(
@@ -184,7 +219,10 @@ def documented_examples() -> list[Example]:
 def _argv(cmd: str, ws: Path) -> list[str]:
     """Shell words with /data/ mapped into the workspace and globs expanded (as the shell would)."""
     words = []
-    for w in shlex.split(cmd.replace(" /data/", f" {ws}/data/"), comments=True):
+    cmd = cmd.replace(" /data/", f" {ws}/data/").replace(
+        " /shared/", f" {ws}/"
+    )  # /shared/: what all nodes see
+    for w in shlex.split(cmd, comments=True):
         hits = sorted(glob.glob(w)) if any(c in w for c in "*?[") else []
         words += hits or [w]
     return words
@@ -193,6 +231,21 @@ def _argv(cmd: str, ws: Path) -> list[str]:
 def _entry_point() -> list[str]:
     script = Path(sys.executable).parent / "medflip"
     return [str(script)] if script.is_file() else [sys.executable, "-m", "medflip.cli"]
+
+
+@contextlib.contextmanager
+def _environ(env: dict[str, str]):
+    """`VAR=value medflip ...` for an in-process command."""
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _run(example: Example, ws: Path, state: dict) -> tuple[bool, str]:
@@ -207,40 +260,58 @@ def _run(example: Example, ws: Path, state: dict) -> tuple[bool, str]:
         ns = state.setdefault(example.doc.split(":")[0], {"__name__": "__doc_example__"})
         exec(compile(example.text, example.doc, "exec"), ns)
         return True, ""
-    words = _argv(example.text, ws)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    if example.kind == "script":
+        assert "srun " in example.text, f"{example.doc}: only SLURM batch scripts are known"
+        launch.run_slurm_script(example.text, ws, extra_flags)
+        return True, ""
+    if example.kind == "shell":
+        if example.text.startswith("python3 -m venv"):
+            return True, launch.run_venv_line(example.text, ws, extra_flags)
+        launch.run_shell(
+            example.text, ws, extra_flags, extra_env(launch.split_env(shlex.split(example.text))[1])
+        )
+        return True, ""
+    env, words = launch.split_env(_argv(example.text, ws))
     if words[0] == "torchrun":
         nnodes = next((w.split("=")[1] for w in words if w.startswith("--nnodes=")), None)
         if "--nnodes" in words:
             nnodes = words[words.index("--nnodes") + 1]
-        if (nnodes not in (None, "1")) or any(
-            w.startswith(("--rdzv", "--master_addr", "--master-addr")) for w in words
-        ):
-            return False, "a multi-node launch (needs several machines); one-node torchrun examples run"
-        if state.get("torchrun"):
-            return False, "another torchrun example already ran the same distributed entry point"
-        state["torchrun"] = True
-        words = [sys.executable, "-m", "torch.distributed.run", *_force_nproc(words[1:])]
         argv = words[words.index("pretrain") :] if "pretrain" in words else []
+        if nnodes not in (None, "1"):
+            launch.run_multinode_torchrun(words, ws, extra_flags(argv))
+            return True, ""
+        words = [sys.executable, "-m", "torch.distributed.run", *_force_nproc(words[1:])]
         words = words + extra_flags(argv) + ["--train.device", "cpu"]
-        proc = subprocess.run(words, cwd=ws, env=env, capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        proc = subprocess.run(
+            words, cwd=ws, env=launch.base_env(ws), capture_output=True, text=True, timeout=600
+        )
+        launch.check(proc)
+        assert "pretrain: 2 processes" in proc.stdout + proc.stderr
         return True, ""
-    if words[1] in LONG_RUNNING:
-        return False, LONG_RUNNING[words[1]]
-    if "runs/demo/model" in words and not (ws / "runs/demo/model").exists():
-        # made by `medflip demo` (minutes; not run here): a trained model at the documented place stands in
-        shutil.copytree(ws / "runs/mimic/model", ws / "runs/demo/model")
+    if words[1] == "serve":
+        launch.run_serve(words, ws, _entry_point(), ws / "cxr.dcm")
+        return True, ""
     argv = words[1:] + extra_flags(words[1:])
     if argv[0].startswith("label"):  # real subprocesses of the installed entry point (no torch import)
         proc = subprocess.run(
-            [*_entry_point(), *argv], cwd=ws, env=env, capture_output=True, text=True, timeout=300
-        )
-        assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+            [*_entry_point(), *argv], cwd=ws, env={**launch.base_env(ws), **env}, capture_output=True,
+            text=True, timeout=300,
+        )  # fmt: skip
+        launch.check(proc)
         return True, ""
-    rc = main(argv)
+    with _environ(env):
+        rc = main(argv)
     assert rc == 0, f"exit code {rc} (the error is printed above)"
     return True, ""
+
+
+def _checkout_copy(ws: Path) -> None:
+    """What a clone holds that the documented commands use: pip install -e . and scripts/."""
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, ws / name)
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc")
+    for name in ("src", "scripts"):
+        shutil.copytree(ROOT / name, ws / name, ignore=ignore)
 
 
 def _force_nproc(args: list[str]) -> list[str]:
@@ -276,11 +347,12 @@ def test_documented_commands_run(tmp_path, monkeypatch, capsys):
     import torch
 
     ws = build_workspace(tmp_path / "ws")
+    _checkout_copy(ws)
     monkeypatch.chdir(ws)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models: one thread is fastest and immune to a loaded CI machine
     examples = documented_examples()
-    ran, skipped, timings, state = 0, [], [], {}
+    ran, skipped, notes, timings, state = 0, [], [], [], {}
     try:
         for ex in examples:
             if ex.kind == "skip":
@@ -298,6 +370,8 @@ def test_documented_commands_run(tmp_path, monkeypatch, capsys):
             if did:
                 ran += 1
                 timings.append((time.perf_counter() - t0, ex.text[:90]))
+                if note:
+                    notes.append((ex, note))
             elif note:
                 skipped.append((ex, note))
     finally:
@@ -309,6 +383,8 @@ def test_documented_commands_run(tmp_path, monkeypatch, capsys):
         )
         for ex, why in skipped:
             print(f"  skipped {ex.doc}: {ex.text[:70]} -- {why}")
+        for ex, note in notes:
+            print(f"  note {ex.doc}: {ex.text[:70]} -- {note}")
         print("  slowest: " + "; ".join(f"{t:.1f}s {c}" for t, c in sorted(timings, reverse=True)[:5]))
     # a few results the recipes promise
     assert (ws / "runs/mimic/model/README.md").is_file() and (ws / "predictions.json").is_file()

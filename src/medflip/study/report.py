@@ -264,8 +264,6 @@ def write_report(cfg: StudyConfig, doc: str | Path, img: str | Path) -> Path:
     w("")
     w("## How to rerun")
     w("")
-    w("<!-- recipe: skip the whole study: over an hour of training on the real Kermany images; "
-      "tests/test_study.py runs the same pipeline on a tiny fixture -->")
     w("```bash")
     w("medflip data import kermany --root ../shared/data/kermany-pneumonia --out runs/study/manifest.csv")
     w("medflip data split runs/study/manifest.csv --fractions 0.7,0.15,0.15 --seed 0 --overwrite")
@@ -276,8 +274,6 @@ def write_report(cfg: StudyConfig, doc: str | Path, img: str | Path) -> Path:
     w("")
     w("Each cell runs two commands (also in `cells/NAME/commands.txt`), e.g. MedFLIP seed 0:")
     w("")
-    w("<!-- recipe: skip one study cell: minutes of training on the real Kermany images; "
-      "tests/test_study.py runs cells on a tiny fixture -->")
     w("```bash")
     ex = next((c for c in all_cells if c.method == "medflip"), all_cells[0] if all_cells else None)
     if ex is not None:
@@ -445,7 +441,11 @@ def write_report(cfg: StudyConfig, doc: str | Path, img: str | Path) -> Path:
         "`medflip data import mimic`, cached at 224 px:"
     )
     w("")
-    w("<!-- recipe: skip needs MIMIC-CXR (credentialed access) and about 80 GPU-hours -->")
+    w(
+        "<!-- recipe: skip fails as written on MIMIC-CXR: its rows have a blank `class` column, so "
+        "`--probe_column class` finds no image (the study's probe needs a label-column task; found by "
+        "tests/test_recipes.py on the MIMIC fixture) -->"
+    )
     w("```bash")
     w(
         "medflip study run --out runs/study_mimic --cache mimic_cache224 --texts mimic_reports.csv --image_size 224 "
