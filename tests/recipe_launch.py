@@ -8,8 +8,9 @@ script and `medflip serve`. Each runs the documented line itself; what is change
   one process per node, its rendezvous port a free one; `/shared/` (storage every node sees) is the workspace;
 - SLURM is a stand-in `srun` / `scontrol` on PATH (fakebin/) with the environment sbatch sets;
 - the venv install runs offline: pip gets no index (PIP_NO_INDEX) and the already installed dependencies (those
-  of the interpreter running the tests) through PYTHONPATH, and builds without isolation, so `pip install -e`
-  really installs this checkout's copy into the new venv, in seconds.
+  of the interpreter running the tests) through PYTHONPATH, and builds without isolation with that environment's
+  setuptools (the [test] extra asks for one that needs no `wheel` package), so `pip install -e` really
+  installs this checkout's copy into the new venv, in seconds.
 """
 
 from __future__ import annotations
@@ -110,6 +111,10 @@ def ci_line() -> str:
 def run_venv_line(text: str, ws: Path, extra_flags) -> str:
     """`python3 -m venv .venv && .venv/bin/pip install -e ... && .venv/bin/X`, offline, in the workspace (a copy
     of this checkout's pyproject.toml / README.md / src). Returns a note when a part is CI's own step."""
+    import setuptools
+
+    version = tuple(int(x) for x in setuptools.__version__.split(".")[:2])
+    assert version >= (70, 1), f"setuptools {setuptools.__version__}: the [test] extra asks for >= 70.1"
     purelib = sysconfig.get_paths()["purelib"]
     env = {
         **base_env(ws),
@@ -178,6 +183,7 @@ def run_multinode_torchrun(words: list[str], ws: Path, extras: list[str]) -> Non
                 p.kill()
     for p, out in zip(procs, outs):
         assert p.returncode == 0, f"a node exited {p.returncode}\n{out[-4000:]}"
+    assert any(f"pretrain: {n} processes" in out for out in outs), "no node reports the group of all nodes"
 
 
 def run_slurm_script(text: str, ws: Path, extra_flags) -> None:
@@ -207,7 +213,11 @@ def run_slurm_script(text: str, ws: Path, extra_flags) -> None:
         "SLURM_JOB_NODELIST": nodes,
         "SLURM_NODELIST": nodes,
     }
-    check(subprocess.run(["bash", str(path)], cwd=ws, env=env, capture_output=True, text=True, timeout=600))
+    proc = subprocess.run(["bash", str(path)], cwd=ws, env=env, capture_output=True, text=True, timeout=600)
+    check(proc)
+    assert f"pretrain: {SLURM_NODES} processes" in proc.stdout + proc.stderr, (
+        "the nodes did not form one group"
+    )
 
 
 def run_serve(words: list[str], ws: Path, entry_point: list[str], image: Path) -> None:

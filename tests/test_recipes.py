@@ -9,7 +9,8 @@ How a document is read:
   as NAME before the commands that follow them (e.g. the flip.yaml a pretrain command reads).
 - ```python blocks run (exec) in the workspace, one namespace per document.
 - `<!-- recipe: skip REASON -->` on the line before a fence skips that block; the skip and its reason are
-  counted and printed. Commands that are not `medflip` / `torchrun` must be listed in SKIP with a reason.
+  counted and printed. Commands that are not `medflip` / `torchrun` must be listed in SHELL (how they run) or
+  SKIP (why not). `/shared/...` (storage all nodes of a multi-node run see) is the workspace.
 
 `medflip` commands run in this process through `medflip.cli.main(argv)` (the same parser and functions as the
 console script; one torch import instead of one per command) except the `label*` commands, which run as
@@ -286,6 +287,7 @@ def _run(example: Example, ws: Path, state: dict) -> tuple[bool, str]:
             words, cwd=ws, env=launch.base_env(ws), capture_output=True, text=True, timeout=600
         )
         launch.check(proc)
+        assert "pretrain: 2 processes" in proc.stdout + proc.stderr
         return True, ""
     if words[1] == "serve":
         launch.run_serve(words, ws, _entry_point(), ws / "cxr.dcm")

@@ -34,6 +34,9 @@ def _model() -> ModelConfig:
     m = ModelConfig()
     m.vision.size = "tiny"
     m.vision.image_size = 64  # 4 x 4 patches of 16 px
+    # image embedding: the patch mean (avg), so that patch similarities make up the image-text score and the
+    # grounding maps show where a finding is (README: the demo's grounding line)
+    m.vision.pool = "avg"
     m.text.freeze_layers = 6  # locked text tower: its outputs are memoised, so a CPU step is cheap
     return m
 
