@@ -30,15 +30,11 @@ def model():
     return MedFLIP(cfg).eval()
 
 
-def test_grounding_matches_the_training_forward(model, one_thread):
-    torch.manual_seed(1)
-    image = torch.randn(1, 1, 48, 48)
-    text = "small left pleural effusion"
-    g = ground(model, image, text)
-    assert g.words == ["small", "left", "pleural", "effusion"]  # [CLS] / [SEP] are not words
-    # reference: the training forward's projected tokens, word pieces located by hand
-    pieces = [model.tokenizer.tokenize(w) for w in g.words]
-    assert sum(len(p) for p in pieces) > len(pieces)  # some word is split: the merge is exercised
+def _hand_word_maps(model, image, text):
+    """Reference: each word's patch cosine similarities [W, 3, 3] from the training forward's projected tokens,
+    word pieces located by hand from the tokenizer's vocabulary (words split on spaces)."""
+    words = text.split()
+    pieces = [model.tokenizer.tokenize(w) for w in words]
     enc = model.tokenize([text])
     with torch.no_grad():
         out = model(image, enc["input_ids"], enc["attention_mask"], return_tokens=True)
@@ -48,10 +44,33 @@ def test_grounding_matches_the_training_forward(model, one_thread):
         cols.append(sim[:, start : start + len(p)].mean(1))
         start += len(p)
     assert start == int(enc["attention_mask"].sum()) - 1  # then [SEP]
-    ref = torch.stack(cols).reshape(len(pieces), 3, 3)  # 48 px / 16 px patches, row-major
-    torch.testing.assert_close(g.word_maps, ref, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(g.map, ref.mean(0), atol=1e-5, rtol=1e-5)
-    assert g.similarity == pytest.approx(float(model.similarity(image, [text])[0, 0]), abs=1e-5)
+    return torch.stack(cols).reshape(len(pieces), 3, 3), pieces  # 48 px / 16 px patches, row-major
+
+
+def test_grounding_matches_the_training_forward(model, one_thread):
+    torch.manual_seed(1)
+    image = torch.randn(1, 1, 48, 48)
+    text = "small left pleural effusion"
+    raw = ground(model, image, text, reference=())
+    assert raw.words == ["small", "left", "pleural", "effusion"]  # [CLS] / [SEP] are not words
+    ref, pieces = _hand_word_maps(model, image, text)
+    assert sum(len(p) for p in pieces) > len(pieces)  # some word is split: the merge is exercised
+    torch.testing.assert_close(raw.word_maps, ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(raw.map, ref.mean(0), atol=1e-5, rtol=1e-5)
+    assert raw.similarity == pytest.approx(float(model.similarity(image, [text])[0, 0]), abs=1e-5)
+
+    # the default: minus the mean raw map of the reference phrases (the 14 observation names)
+    g = ground(model, image, text)
+    names = ["no finding", "cardiomegaly", "pleural effusion", "support devices", "enlarged cardiomediastinum"]
+    assert set(names) <= set(g.reference) and len(g.reference) == 14
+    background = torch.stack([_hand_word_maps(model, image, r)[0].mean(0) for r in g.reference]).mean(0)
+    torch.testing.assert_close(g.map, ref.mean(0) - background, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(g.word_maps, ref - background, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(g.raw_map, raw.map, atol=1e-5, rtol=1e-5)
+    own = ground(model, image, text, reference=["normal chest radiograph"])
+    torch.testing.assert_close(
+        own.map, ref.mean(0) - _hand_word_maps(model, image, "normal chest radiograph")[0].mean(0), atol=1e-5, rtol=1e-5
+    )
     torch.testing.assert_close(model.grounding(image[0], text), g.map)  # the model's method, [C, H, W] input
 
 

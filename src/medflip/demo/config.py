@@ -13,6 +13,9 @@ class DemoConfig:
     render_size: int = 80  # phantoms are rendered at this size ...
     image_size: int = 64  # ... and random-resized-cropped to this model input (4 x 4 patches of 16 px)
     vit: str = "tiny"
+    # image embedding: the patch mean (avg), so that patch similarities make up the image-text score and the
+    # grounding maps show where a finding is (README: the demo's grounding line)
+    pool: str = "avg"
     mask_ratio: float = 0.5
     freeze_text_layers: int = 6  # locked text tower: its outputs are memoised, so a CPU step is cheap
     images_per_class: int = 500  # training phantoms per competition class (plus as many "other")

@@ -76,6 +76,7 @@ def run_demo(cfg: DemoConfig, progress: bool = True) -> dict:
     pc = PretrainConfig()
     pc.model.vision.size = cfg.vit
     pc.model.vision.image_size = cfg.image_size
+    pc.model.vision.pool = cfg.pool
     pc.model.text.freeze_layers = cfg.freeze_text_layers
     pc.data.batch_size = cfg.batch_size
     pc.train.steps = cfg.steps

@@ -1,7 +1,8 @@
 """Grounding figures: where a phrase points in a radiograph (`medflip explain`, the web page, the demo).
 
 The map (medflip.model.grounding) lives on the patch grid (e.g. 14 x 14 for 224 px / 16 px patches); it is
-upsampled bilinearly to the displayed image and drawn over it with a colour bar in cosine-similarity units.
+upsampled bilinearly to the displayed image and drawn over it with a colour bar in cosine-similarity units
+(minus the reference phrases' mean map: model/grounding.py says why).
 The image is read by the same reader as the cache (PNG, JPEG, DICOM; same errors on bad files) and fitted
 into the model's square input the same way (aspect kept, black padding), so what is shown is what the model saw.
 """
@@ -9,6 +10,7 @@ into the model's square input the same way (aspect kept, black padding), so what
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -35,10 +37,13 @@ def model_input(gray: np.ndarray | Image.Image, model: MedFLIP) -> tuple[torch.T
     return model.preprocess(im).unsqueeze(0), fit_square(im, DISPLAY_SIZE)
 
 
-def ground_file(model: MedFLIP, path: str | Path, text: str) -> tuple[Grounding, np.ndarray]:
-    """Read a PNG / JPEG / DICOM file (ImageReadError on a bad one) and ground `text` in it."""
+def ground_file(
+    model: MedFLIP, path: str | Path, text: str, reference: Sequence[str] | None = None
+) -> tuple[Grounding, np.ndarray]:
+    """Read a PNG / JPEG / DICOM file (ImageReadError on a bad one) and ground `text` in it
+    (reference: see `medflip.model.grounding.ground`)."""
     x, shown = model_input(open_grayscale(path), model)
-    return ground(model, x, text), shown
+    return ground(model, x, text, reference), shown
 
 
 def upsample(grid: torch.Tensor, size: int) -> np.ndarray:
@@ -95,7 +100,10 @@ def plot_grounding(
         ax.set_title("mean over words" if name == "phrase" else f'"{name}"', fontsize=9)
         ax.axis("off")
     fig.colorbar(
-        im, ax=axes[0].tolist(), fraction=0.046 / len(panels) ** 0.5, label="patch-word cosine similarity"
+        im,
+        ax=axes[0].tolist(),
+        fraction=0.046 / len(panels) ** 0.5,
+        label="patch-word cosine similarity\n(minus the reference phrases' mean)" if g.reference else "patch-word cosine similarity",
     )
     fig.suptitle(f'"{text}": image-text similarity {g.similarity:.3f}{title_extra}', fontsize=10)
     fig.savefig(out_png, bbox_inches="tight")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -209,11 +210,14 @@ class MedFLIP(nn.Module):
         """Cosine similarity [N, M] between images (tensor or files) and texts (no temperature applied)."""
         return self.encode_image(images) @ self.encode_text(texts).t()
 
-    def grounding(self, image: torch.Tensor | ImageLike, text: str) -> torch.Tensor:
+    def grounding(
+        self, image: torch.Tensor | ImageLike, text: str, reference: Sequence[str] | None = None
+    ) -> torch.Tensor:
         """Where `text` points in `image` (normalised [C, H, W], or a file / PIL / array): patch x word cosine
-        similarity of the unmasked image with the phrase's words, averaged over words -> [H_p, W_p]
+        similarity of the unmasked image with the phrase's words, averaged over words, minus the same map
+        averaged over `reference` phrases (default: the 14 observation names; `()`: nothing) -> [H_p, W_p]
         (model/grounding.py; `ground` also returns the per-word maps and the image-text similarity)."""
-        return ground(self, image, text).map
+        return ground(self, image, text, reference).map
 
     @torch.no_grad()
     def class_embeddings(self, prompts: dict[str, list[str]]) -> torch.Tensor:

@@ -27,6 +27,10 @@ class VisionConfig:
     in_chans: int = 1  # radiographs are grayscale; 3-channel checkpoints are folded on load
     drop_path: float = 0.0
     checkpoint: str = ""  # optional local timm / MAE / DINO weights file (safetensors, .pth, .bin)
+    # How the image embedding is read out: "cls" (the class token, as CLIP / FLIP) or "avg" (the mean of the
+    # patch tokens, as MAE fine-tuning). With "avg" the image embedding is exactly the mean of the projected
+    # patch tokens, so each patch's share of the image-text similarity is a class activation map (grounding).
+    pool: str = "cls"
 
 
 def random_masking(
@@ -62,6 +66,8 @@ class MaskedViT(nn.Module):
             raise UserError(f"vision.size must be one of {sorted(VIT_SIZES)}, got {cfg.size!r}")
         if cfg.patch_size != 16:
             raise UserError("vision.patch_size: only 16 is supported (ViT-*/16)")
+        if cfg.pool not in ("cls", "avg"):
+            raise UserError(f"vision.pool must be 'cls' or 'avg', got {cfg.pool!r}")
         if cfg.image_size % cfg.patch_size:
             raise UserError(
                 f"vision.image_size={cfg.image_size} is not a multiple of the patch size {cfg.patch_size}"
@@ -85,7 +91,7 @@ class MaskedViT(nn.Module):
     def forward(
         self, images: torch.Tensor, mask_ratio: float = 0.0, noise: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """images: [N, C, H, W] -> (pooled [N, D], visible patch tokens [N, L_keep, D], ids_keep [N, L_keep] or None).
+        """images: [N, C, H, W] -> (pooled [N, D] (class token or patch mean: cfg.pool), visible patch tokens [N, L_keep, D], ids_keep [N, L_keep] or None).
 
         Masking is applied only in training mode; evaluation always sees every patch. noise: [N, L] masking
         noise (see `random_masking`), None to draw it here.
@@ -105,7 +111,9 @@ class MaskedViT(nn.Module):
         x = vit.norm_pre(vit.pos_drop(x))
         x = vit.blocks(x)
         x = vit.norm(x)
-        return x[:, 0], x[:, 1:], ids_keep
+        patches = x[:, 1:]
+        pooled = patches.mean(1) if self.cfg.pool == "avg" else x[:, 0]  # avg: over the visible patches
+        return pooled, patches, ids_keep
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:

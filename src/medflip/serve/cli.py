@@ -19,8 +19,9 @@ Binds 127.0.0.1 (this machine only) unless --host says otherwise. Nothing is fet
 """
 
 EXPLAIN_DESCRIPTION = """Where does a phrase point in an image? Writes a figure: the patch x word similarity of the
-(unmasked) image with the phrase's words, averaged over words, upsampled over the radiograph, with a colour
-bar, the phrase and the image-text similarity in the title; for a short phrase (2-6 words) one panel per word.
+(unmasked) image with the phrase's words, averaged over words, minus the same map averaged over the 14
+observation names (what is specific to this phrase; --raw: nothing subtracted), upsampled over the radiograph,
+with a colour bar, the phrase and the image-text similarity in the title; for a short phrase (2-6 words) one panel per word.
 
   medflip explain --model runs/demo/model --image cxr.dcm --text "left pleural effusion" --out map.png
 """
@@ -55,6 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--image", required=True, type=Path, help="PNG / JPEG / DICOM")
     e.add_argument("--text", required=True, help="the phrase to ground")
     e.add_argument("--out", type=Path, default=Path("grounding.png"), help="figure (default: grounding.png)")
+    e.add_argument(
+        "--raw", action="store_true", help="the raw similarity map (no reference phrases subtracted)"
+    )
     e.set_defaults(func=_explain)
 
 
@@ -66,7 +70,7 @@ def _explain(args: argparse.Namespace) -> int:
         raise UserError("--text is empty: give a phrase to ground")
     model = MedFLIP.from_pretrained(args.model).eval()
     try:
-        g, shown = ground_file(model, args.image, args.text)
+        g, shown = ground_file(model, args.image, args.text, reference=() if args.raw else None)
     except ValueError as e:
         raise UserError(str(e)) from e
     args.out.parent.mkdir(parents=True, exist_ok=True)
