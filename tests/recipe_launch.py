@@ -6,7 +6,9 @@ script and `medflip serve`. Each runs the documented line itself; what is change
   script documents for it (scripts/kermany_results.sh: PRETRAIN_FLAGS);
 - machines become this one: a multi-node launch is one torchrun process per node on 127.0.0.1 (gloo, CPU) with
   one process per node, its rendezvous port a free one; `/shared/` (storage every node sees) is the workspace;
-- SLURM is a stand-in `srun` / `scontrol` on PATH (fakebin/) with the environment sbatch sets;
+- SLURM is a stand-in `srun` / `scontrol` on PATH (fakebin/) with the environment sbatch sets (2 nodes);
+- `medflip serve` gets a free --port, the workspace's small reports.csv as --corpus (the bundled IU corpus takes
+  a minute to embed on a CPU) and a --cache-dir in the workspace; it counts as run once /api/analyze answered;
 - the venv install runs offline: pip gets no index (PIP_NO_INDEX) and the already installed dependencies (those
   of the interpreter running the tests) through PYTHONPATH, and builds without isolation with that environment's
   setuptools (the [test] extra asks for one that needs no `wheel` package), so `pip install -e` really
