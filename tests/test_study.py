@@ -216,3 +216,32 @@ def test_smoke_study_runs_resumes_and_reports(tmp_path, capsys, monkeypatch):
                 "study_zeroshot_reliability.png"):
         assert (img / png).stat().st_size > 1000, png
     assert "medflip pretrain" in text and "--train.mask_ratio 0.5" in text
+
+
+def test_probe_on_label_columns_keeps_single_positive_images():
+    """MIMIC-CXR has no class column: `--probe_column labels` takes the one positive among the probe classes."""
+    from medflip.errors import UserError
+    from medflip.observations import OBSERVATIONS
+    from medflip.study.cell import probe_targets
+    from medflip.study.plan import StudyConfig
+
+    def row(**pos):
+        r = {o: None for o in OBSERVATIONS}
+        r.update(pos)
+        return r
+
+    rows = pd.DataFrame(
+        [
+            row(Edema=1.0),  # kept: Edema
+            row(Edema=1.0, Atelectasis=1.0),  # two positives: dropped
+            row(Atelectasis=1.0, Edema=0.0, Cardiomegaly=-1.0),  # kept: Atelectasis (0 / -1 are not positive)
+            row(**{"No Finding": 1.0}),  # none of the probe classes: dropped
+        ]
+    )
+    cfg = StudyConfig(probe_column="labels", probe_classes=("Atelectasis", "Edema"))
+    y, keep = probe_targets(rows, cfg)
+    assert keep.tolist() == [0, 2] and y.tolist() == [1, 0]
+    with pytest.raises(UserError, match="Cardiomegaly"):
+        probe_targets(rows, StudyConfig(probe_column="labels", probe_classes=("Atelectasis", "Cardiomegaly")))
+    with pytest.raises(UserError, match="not observation labels"):
+        probe_targets(rows, StudyConfig(probe_column="labels", probe_classes=("Atelectasis", "Lungs")))

@@ -27,6 +27,7 @@ from medflip.data.manifest import label_values
 from medflip.errors import UserError
 from medflip.evaluate.tasks import binary_targets
 from medflip.labeler.iu_reports import load_iu_reports
+from medflip.observations import OBSERVATIONS
 from medflip.study.plan import Cell, StudyConfig, is_curve_cell, retrieval_pool_path, text_corpus_path
 
 
@@ -103,7 +104,14 @@ def prepare_texts(cfg: StudyConfig) -> dict:
 
 
 def probe_targets(rows: pd.DataFrame, cfg: StudyConfig) -> tuple[np.ndarray, np.ndarray]:
-    """(y [n] index into probe_classes, kept rows) from the manifest column `probe_column`."""
+    """(y [n] index into probe_classes, kept rows) from the manifest column `probe_column`.
+
+    probe_column "labels": the probe classes are observation label columns (e.g. the CheXpert competition
+    five on MIMIC-CXR, whose `class` column is blank); an image is kept when exactly one of them is positive
+    (1), as in CheXpert-5x200, and that one is its class.
+    """
+    if cfg.probe_column == "labels":
+        return _single_positive_targets(rows, cfg.probe_classes)
     if cfg.probe_column not in rows.columns:
         raise UserError(
             f"the cache rows have no column {cfg.probe_column!r} (re-import with the current adapter: "
@@ -116,6 +124,20 @@ def probe_targets(rows: pd.DataFrame, cfg: StudyConfig) -> tuple[np.ndarray, np.
     missing = [c for i, c in enumerate(classes) if not (y == i).any()]
     if missing:
         raise UserError(f"probe task: no image of class(es) {missing} in column {cfg.probe_column!r}")
+    return y, keep
+
+
+def _single_positive_targets(rows: pd.DataFrame, classes) -> tuple[np.ndarray, np.ndarray]:
+    lower = {o.lower(): i for i, o in enumerate(OBSERVATIONS)}
+    unknown = [c for c in classes if c.lower() not in lower]
+    if unknown:
+        raise UserError(f"probe task: {unknown} are not observation labels ({', '.join(OBSERVATIONS)})")
+    pos = label_values(rows)[:, [lower[c.lower()] for c in classes]] == 1  # NaN (blank) is not positive
+    keep = np.flatnonzero(pos.sum(1) == 1)
+    y = pos[keep].argmax(1)
+    missing = [c for i, c in enumerate(classes) if not (y == i).any()]
+    if missing:
+        raise UserError(f"probe task: no image with {missing} as its only positive among {list(classes)}")
     return y, keep
 
 

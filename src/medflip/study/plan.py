@@ -84,7 +84,7 @@ class StudyConfig:
     prune_checkpoints: bool = True  # delete a cell's checkpoints once it is evaluated (run/model stays)
     curve_checkpoints: int = 4  # checkpoints evaluated per seed-0 run for that figure (0: none)
     # evaluation
-    probe_column: str = "subtype"  # manifest column of the 3-class probe task
+    probe_column: str = "subtype"  # manifest column of the 3-class probe task; "labels": label columns, one positive
     probe_classes: tuple[str, ...] = ("normal", "bacteria", "virus")
     probe_fractions: tuple[float, ...] = (0.01, 0.1, 1.0)
     finetune_fraction: float = 0.1

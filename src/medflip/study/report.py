@@ -440,16 +440,11 @@ def write_report(cfg: StudyConfig, doc: str | Path, img: str | Path) -> Path:
         "`medflip data import mimic`, cached at 224 px:"
     )
     w("")
-    w(
-        "<!-- recipe: skip fails as written on MIMIC-CXR: its rows have a blank `class` column, so "
-        "`--probe_column class` finds no image (the study's probe needs a label-column task; found by "
-        "tests/test_recipes.py on the MIMIC fixture) -->"
-    )
     w("```bash")
     w(
         "medflip study run --out runs/study_mimic --cache mimic_cache224 --texts mimic_reports.csv --image_size 224 "
         "--vision_size base --batch_size 256 --budget_min 120 --budget_clock wall --precision bf16 --device cuda "
-        "--jobs 1 --threads 8 --text_freeze_layers 0 --probe_column class "
+        "--jobs 1 --threads 8 --text_freeze_layers 0 --probe_column labels "
         "--probe_classes Atelectasis,Cardiomegaly,Consolidation,Edema,'Pleural Effusion'"
     )
     w("```")
@@ -457,7 +452,8 @@ def write_report(cfg: StudyConfig, doc: str | Path, img: str | Path) -> Path:
     w(
         "(The study trains decoupled: `--texts` is a report file from which it holds out the retrieval pool; "
         "paired MIMIC training inside the study is not built yet. The 3-class probe becomes a CheXpert-5 probe "
-        "through `--probe_column` / `--probe_classes`. Untested at that scale.)"
+        "through `--probe_column labels` (images with exactly one of the five positive, as in CheXpert-5x200) and "
+        "`--probe_classes`. Runs on a small MIMIC-layout fixture in CI; untested at that scale.)"
     )
     doc.write_text("\n".join(L) + "\n")
     return doc
