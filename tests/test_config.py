@@ -130,3 +130,18 @@ def test_resolve_device_follows_local_rank(monkeypatch):
     assert resolve_device("cpu") == torch.device("cpu")
     monkeypatch.delenv("LOCAL_RANK")
     assert resolve_device("auto") == torch.device("cuda", 0)
+
+
+def test_attention_setting_is_checked():
+    """train.attention is a config key (a run's config.json replays it): a typo is an error, not a default."""
+    import torch
+
+    from medflip.runtime import attention_kernel
+
+    with pytest.raises(UserError, match="train.attention"):
+        attention_kernel("flash", torch.device("cpu"))
+    with attention_kernel("math", torch.device("cpu")), attention_kernel("auto", torch.device("cpu")):
+        q = torch.randn(1, 1, 3, 4)
+        out = torch.nn.functional.scaled_dot_product_attention(q, q, q)
+    ref = torch.softmax(q @ q.transpose(-1, -2) / 2, -1) @ q  # plain attention by hand, scale 1/sqrt(4)
+    assert torch.allclose(out, ref, atol=1e-6)
