@@ -40,6 +40,8 @@ def _verdict_helps(agg: Aggregate, a: str, b: str, fraction: float = 1.0, primar
         v = f"open ({n} seed)"
     else:
         v = {"better": "confirmed", "worse": "refuted"}.get(c1["verdict"], "not confirmed")
+        if v == "not confirmed" and c2 is not None and c2["verdict"] in ("better", "worse"):
+            v += f" ({c2['verdict']} on {SECONDARY.label} only)"  # the secondary metric disagrees: say so
     nums = f"{primary.label}: {fmt_cmp(c1)}; {SECONDARY.label}: {fmt_cmp(c2)}"
     return v, nums
 
