@@ -75,6 +75,8 @@ def run(cfg, **kw) -> MedFLIP:
 def test_disk_full_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
     import safetensors.torch as st
 
+    import medflip.train.checkpoint as checkpoint_module
+
     cfg = tiny_cfg(tmp_path, steps=6)
     real = st.save_file
 
@@ -84,7 +86,8 @@ def test_disk_full_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, m
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(tensors, filename, metadata=metadata)
 
-    monkeypatch.setattr(st, "save_file", full_disk)
+    # where the trainer's checkpoint writer looks it up (it imports the function at module load)
+    monkeypatch.setattr(checkpoint_module, "save_file", full_disk)
     with pytest.raises(
         CheckpointError, match=r"step 4.*No space left.*last good checkpoint is .*step_00000002"
     ):
@@ -94,7 +97,7 @@ def test_disk_full_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, m
     assert (tmp_path / "checkpoints" / "latest").read_text() == "step_00000002"
     assert not list((tmp_path / "checkpoints").glob(".tmp*")), "half-written checkpoint left behind"
 
-    monkeypatch.setattr(st, "save_file", real)  # space freed: --resume finishes from step 2
+    monkeypatch.setattr(checkpoint_module, "save_file", real)  # space freed: --resume finishes from step 2
     resumed = run(cfg, resume=True)
     straight = run(tiny_cfg(tmp_path / "straight", steps=6))
     for k, v in straight.state_dict().items():
